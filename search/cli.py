@@ -1,0 +1,157 @@
+"""Command line of the search tool: ``python -m search <command>``.
+
+One handler per subcommand; ``main(argv)`` returns the exit code so tests call it directly.
+Errors the user can fix (:class:`search.errors.SearchError`, ``anklealign.DataError``, bad
+values) become one line ``error: ...`` on stderr and a non-zero exit; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from search.errors import NotBuiltError, SearchError
+
+__all__ = ["main", "build_parser"]
+
+_log = logging.getLogger(__name__)
+
+# Exit code of a run stopped with Ctrl-C (the shell's convention: 128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _add_study_args(p: argparse.ArgumentParser, *, storage_required: bool = False) -> None:
+    p.add_argument("--study", default="anklealign",
+                   help="study name (studies/<name>.toml) or a path to a study TOML (default: anklealign)")
+    p.add_argument("--storage", required=storage_required, default=None,
+                   help="SQLAlchemy URL of the Optuna storage (default: sqlite:///<out>/<study>/study.db)")
+    p.add_argument("--out", default="runs", help="root folder of run outputs (default: runs/)")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None,
+                   help="anklealign.zip, its unzipped folder, or a train/<class>/ test/<class>/ folder "
+                        "(default: the built-in synthetic twin)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="run until the study has N finished trials (complete, pruned or failed)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="training device (default: auto)")
+    p.add_argument("--seed", type=int, default=None, help="study seed (sampler, folds, trial seeds)")
+    p.add_argument("--jobs-per-gpu", type=int, default=None, dest="jobs_per_gpu",
+                   help="trial processes sharing one GPU (default 1; ignored on the CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="override any key of the study definition (repeatable), e.g. --set cv.folds=5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used by tests to check the Dockerfile's command)."""
+    parser = _Parser(prog="python -m search",
+                     description="Optuna architecture and hyperparameter search for small CNN classifiers.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("run", help="run (or resume) a study, then retrain, score and export the best model")
+    _add_study_args(p)
+    _add_run_args(p)
+    p.add_argument("--no-final", action="store_true", help="skip the final retrain/score/export step")
+
+    p = sub.add_parser("worker", help="join a shared study and run trials (no final step)")
+    _add_study_args(p, storage_required=True)
+    _add_run_args(p)
+
+    p = sub.add_parser("finalize", help="retrain the best trial with several seeds, score on the test set, export")
+    _add_study_args(p)
+    p.add_argument("--data", default=None, help="data source (default: the one recorded in the study)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+
+    p = sub.add_parser("best", help="print the top trials with their configs")
+    _add_study_args(p)
+    p.add_argument("--top", type=int, default=5, help="how many trials (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("report", help="write report.html (plotly) and trials.csv for a study")
+    _add_study_args(p)
+
+    p = sub.add_parser("export", help="export a trial's model (weights + config, ONNX, model card)")
+    _add_study_args(p)
+    p.add_argument("--trial", type=int, default=None, help="trial number (default: the best)")
+    p.add_argument("--data", default=None, help="data source (default: the one recorded in the study)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out-dir", "--to", dest="out_dir", required=True, help="folder to write the model to")
+
+    p = sub.add_parser("predict", help="classify images with an exported model")
+    p.add_argument("--model", required=True, help="folder with model.pt / model.onnx and model_card.json")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--onnx", action="store_true", help="use model.onnx with onnxruntime instead of PyTorch")
+
+    p = sub.add_parser("dashboard", help="start optuna-dashboard on the study's storage and artifacts")
+    _add_study_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; others warn)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    return parser
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    """Import the handler of a subcommand lazily (keeps ``--help`` fast and optuna-free)."""
+    try:
+        from search import commands
+    except ImportError as exc:  # pragma: no cover - only while a module is missing
+        raise NotBuiltError(f"'{command}' is not built yet ({exc})") from exc
+    fn = getattr(commands, f"cmd_{command}", None)
+    if fn is None:
+        raise NotBuiltError(f"'{command}' is not built yet")
+    return fn
+
+
+def _setup_logging(*, debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s")
+    # Optuna's own per-trial INFO lines duplicate ours; keep its warnings.
+    logging.getLogger("optuna").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [SearchError, ValueError, FileNotFoundError, PermissionError]
+    try:
+        from anklealign import DataError
+
+        errors.append(DataError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    _setup_logging(debug=args.debug, quiet=args.quiet)
+    try:
+        return _handler(args.command)(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _user_errors() as exc:
+        if args.debug:
+            raise
+        code = getattr(exc, "exit_code", 2)
+        msg = str(exc) or exc.__class__.__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
