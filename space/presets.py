@@ -1,0 +1,50 @@
+"""The student's hand-made nets (SEED_NETS.md) as named configs.
+
+``PRESETS`` holds the models; ``PRESET_TRIALS`` the same models with the student's training
+and augmentation settings, so a study can enqueue them as its first trials and compare every
+search with them inside the same study. Every preset trial is a point of the default
+:class:`space.search_space.SearchSpace`.
+
+Decision: the input is 64 px gray, stretched (the study's default image size), not the student's
+224 px, to fit our CPU budget. The architectures are size-independent (global average pooling),
+so the parameter counts are those of SEED_NETS.md; only the compute per image differs.
+Early stopping is not part of a trial config (pruning and the epoch budget replace it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from space.config import AugmentCfg, BlockCfg, InputCfg, ModelCfg, TrainCfg, TrialCfg
+
+__all__ = ["PRESETS", "PRESET_TRIALS"]
+
+
+def _model(channels: tuple[int, ...], *, downsample: str, batchnorm: bool = False,
+           head: tuple[int, ...] = (128, 64), dropout: float = 0.0) -> ModelCfg:
+    blocks = tuple(BlockCfg(c, downsample=downsample, batchnorm=batchnorm) for c in channels)
+    return ModelCfg(blocks=blocks, head_hidden=head, head_dropout=dropout, in_channels=1, num_classes=3)
+
+
+PRESETS: dict[str, ModelCfg] = {
+    "baseline": _model((8, 16, 32), downsample="stride", head=(64,)),
+    "net0": _model((8, 16, 32), downsample="stride"),
+    "net1": _model((8, 16, 32, 32), downsample="stride"),
+    "net2": _model((8, 16, 32, 64, 32), downsample="stride"),
+    "net3": _model((8, 16, 32, 64, 32), downsample="maxpool"),
+    "net4": _model((8, 16, 32, 64, 32), downsample="maxpool", batchnorm=True),
+    "net5": _model((8, 16, 32, 64, 32), downsample="maxpool", batchnorm=True, dropout=0.2),
+    "net6": _model((8, 16, 32, 64), downsample="maxpool", batchnorm=True, head=(128,), dropout=0.2),
+}
+
+_INPUT = InputCfg(image_size=64, color="gray", resize="stretch")
+_TRAIN = TrainCfg(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=32, schedule="none",
+                  label_smoothing=0.0, class_weighting="none")
+_LR = {"net4": 5e-4, "net5": 5e-4, "net6": 5e-4}  # the rest: 1e-3
+_AUGMENT = {"net6": AugmentCfg(hflip_p=0.3, rotate_deg=15.0)}  # the rest: none
+
+PRESET_TRIALS: dict[str, TrialCfg] = {
+    name: TrialCfg(model=model, input=_INPUT, augment=_AUGMENT.get(name, AugmentCfg()),
+                   train=dataclasses.replace(_TRAIN, lr=_LR.get(name, 1e-3)))
+    for name, model in PRESETS.items()
+}
