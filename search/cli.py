@@ -48,7 +48,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="training device (default: auto)")
     p.add_argument("--seed", type=int, default=None, help="study seed (sampler, folds, trial seeds)")
     p.add_argument("--jobs-per-gpu", type=int, default=None, dest="jobs_per_gpu",
-                   help="trial processes sharing one GPU (default 1; ignored on the CPU)")
+                   help="trial processes sharing each GPU (default 1; one process per GPU)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="trial processes on the CPU (default 1; with more, the storage defaults to a journal file)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                    help="override any key of the study definition (repeatable), e.g. --set cv.folds=5")
 

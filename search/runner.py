@@ -1,0 +1,394 @@
+"""Running a study: create or join it, enqueue the seed nets, run trials until N are finished.
+
+``--trials N`` means "the study has N finished trials" (complete, pruned, or failed for a
+reason of its own): running the same command again after an interruption continues to N.
+Trials failed by a heartbeat (dead worker) or by Ctrl-C are re-queued with the same parameters
+and do not count. Ctrl-C ends the running trial between two batches, re-queues it, and
+returns :data:`EXIT_INTERRUPTED`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from search import atomic
+from search.dashboard import write_trial_note
+from search.data import DataContext, describe
+from search.errors import SearchError
+from search.objective import make_objective
+from search.storage import is_sqlite, open_storage, redact
+from search.studydef import StudyDef
+from search.train import Interrupted, resolve_device
+from space import PRESET_TRIALS, InputCfg, TrialCfg
+from space.search_space import SearchSpace, to_params
+
+__all__ = [
+    "RunOptions",
+    "RunOutcome",
+    "Prepared",
+    "prepare_study",
+    "run_study",
+    "requeue_trial",
+    "finished_count",
+    "make_sampler",
+    "make_pruner",
+    "open_study",
+    "preset_trial",
+]
+
+_log = logging.getLogger(__name__)
+
+_ATTR_DEF_HASH = "definition_hash"
+_ATTR_DATA_FP = "data_fingerprint"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a ``run`` or ``worker`` command resolved from its flags."""
+
+    trials: int
+    storage_url: str
+    run_dir: Path
+    device: str = "auto"
+    timeout: float | None = None
+    worker: bool = False
+    cache_dir: Path | None = None
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    finished: int
+    interrupted: bool
+    study_name: str
+
+
+def make_sampler(defn: StudyDef, *, seed: int) -> optuna.samplers.BaseSampler:
+    s = defn.sampler
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials,
+                                          multivariate=s.multivariate, group=s.multivariate,
+                                          constant_liar=True)
+
+
+def make_pruner(defn: StudyDef) -> optuna.pruners.BasePruner:
+    p = defn.pruner
+    max_epochs = defn.training.max_epochs
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    if p.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, p.n_warmup_steps))
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, p.n_warmup_steps), max_resource=max_epochs)
+    if p.name == "wilcoxon":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=p.n_warmup_steps)
+    return optuna.pruners.NopPruner()
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Complete + pruned + failed trials, minus failures whose parameters were queued again.
+
+    A re-queued failure (its worker died, or Ctrl-C) is named in a later trial's ``retry_history``
+    system attribute, as Optuna's heartbeat retry callback writes it; an interrupted trial is
+    re-queued by the runner the same way.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(1 for t in trials
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get("interrupted")))
+
+
+def open_study(defn: StudyDef, storage: optuna.storages.BaseStorage, *, seed: int,
+               data_fingerprint: str | None, create: bool = True) -> tuple[optuna.Study, bool]:
+    """Create the study (and enqueue the presets) or load it and check it is the same study.
+
+    Returns the study and whether this call created it. Raises :class:`SearchError` when a
+    study of that name exists with another definition or other data.
+    """
+    sampler, pruner = make_sampler(defn, seed=seed), make_pruner(defn)
+    created = False
+    try:
+        if not create:
+            raise optuna.exceptions.DuplicatedStudyError
+        study = optuna.create_study(study_name=defn.name, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction="maximize")
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        try:
+            study = optuna.load_study(study_name=defn.name, storage=storage, sampler=sampler, pruner=pruner)
+        except KeyError as exc:
+            raise SearchError(f"no study named {defn.name!r} in this storage (start it with 'run' first)") from exc
+    if created:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([defn.study.metric])  # the dashboard's axis says macro_f1, not "Objective 0"
+        study.set_user_attr(_ATTR_DEF_HASH, defn.definition_hash())
+        study.set_user_attr("definition", defn.to_dict())
+        if data_fingerprint is not None:
+            study.set_user_attr(_ATTR_DATA_FP, data_fingerprint)
+        space = SearchSpace.from_dict(dict(defn.space))
+        for name in defn.study.enqueue_presets:
+            study.enqueue_trial(to_params(preset_trial(name, space, defn.training.max_epochs), space),
+                                user_attrs={"preset": name}, skip_if_exists=True)
+    else:
+        _check_same(study, defn, data_fingerprint)
+    return study, created
+
+
+def preset_trial(name: str, space: SearchSpace, max_epochs: int) -> TrialCfg:
+    """A seed net with the student's training settings, at the study's first image size.
+
+    The seed nets are grayscale and size-independent (global pooling): only the input size and
+    the epoch budget come from the study.
+    """
+    cfg = PRESET_TRIALS[name]
+    if cfg.input.color not in space.color:
+        raise SearchError(f"preset {name} is grayscale but [space] color is {list(space.color)}; "
+                          f"add \"gray\" or remove the presets from study.enqueue_presets")
+    inp = dataclasses.replace(cfg.input, image_size=space.image_size[0], resize=space.resize[0])
+    return dataclasses.replace(cfg, input=inp, train=dataclasses.replace(cfg.train, max_epochs=max_epochs))
+
+
+def _check_same(study: optuna.Study, defn: StudyDef, data_fingerprint: str | None) -> None:
+    deadline = time.monotonic() + 30
+    # A creator in another process sets the attributes right after creating the study.
+    while _ATTR_DEF_HASH not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.5)
+    attrs = study.user_attrs
+    if attrs.get(_ATTR_DEF_HASH) not in (None, defn.definition_hash()):
+        recorded = attrs.get("definition", {})
+        diffs = [f"{s}.{k}: study has {recorded.get(s, {}).get(k)!r}, you have {v!r}"
+                 for s, sect in defn.trial_relevant().items() for k, v in sect.items()
+                 if recorded.get(s, {}).get(k) != v]
+        raise SearchError(f"study {defn.name!r} exists with another definition ("
+                          + ("; ".join(diffs[:5]) or "definition differs")
+                          + "). Use another --study name or the recorded definition.")
+    fp = attrs.get(_ATTR_DATA_FP)
+    if data_fingerprint is not None and fp is not None and fp != data_fingerprint:
+        raise SearchError(f"study {defn.name!r} was run on other data (fingerprint {fp[:12]}, yours "
+                          f"{data_fingerprint[:12]}); point --data at the same source or use another study name")
+
+
+@contextmanager
+def _sigint_to_event(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C asks the running trial to stop between batches; a second one kills at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
+    counts: dict[TrialState, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] = counts.get(t.state, 0) + 1
+    return counts
+
+
+def _trial_line(t: FrozenTrial) -> str:
+    value = f"{t.value:.4f}" if t.value is not None else "-"
+    epochs = t.user_attrs.get("epochs_run", "-")
+    secs = t.user_attrs.get("seconds")
+    preset = f" [{t.user_attrs['preset']}]" if "preset" in t.user_attrs else ""
+    reason = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason") or ""
+    reason = f" ({reason})" if reason and t.state != TrialState.COMPLETE else ""
+    secs_s = f"{secs:.1f}s" if isinstance(secs, int | float) else "-"
+    return f"trial {t.number:>3}{preset} {t.state.name.lower():<8} value={value} epochs={epochs} {secs_s}{reason}"
+
+
+def requeue_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial's parameters again, as Optuna's heartbeat retry does.
+
+    The new WAITING trial carries ``failed_trial`` = the original number, so the failed one no
+    longer counts as finished (see :func:`finished_count`).
+    """
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k == "preset"},
+        system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                      "retry_history": history},
+    ))
+
+
+def worker_seed(seed: int, worker: bool) -> int:
+    """A worker draws its own sampler seed so that parallel workers do not propose identical trials."""
+    if not worker:
+        return seed
+    return (seed * 31 + hash((socket.gethostname(), os.getpid()))) % (2**31 - 1)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A study ready to take trials: its storage, data context and search space."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    data: DataContext
+    space: SearchSpace
+    device: Any
+
+
+def prepare_study(defn: StudyDef, opts: RunOptions) -> Prepared:
+    """Check the run folder and storage, load the data once, create or join the study.
+
+    Everything that can fail on bad input fails here, before any trial is asked for.
+    """
+    device = resolve_device(opts.device)
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(opts.run_dir, os.W_OK):
+        raise SearchError(f"output folder is not writable: {opts.run_dir}")
+    if opts.worker and is_sqlite(opts.storage_url):
+        raise SearchError(
+            "several processes on one SQLite file fail with 'database is locked'. For workers use a server "
+            "database (--storage postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db) or, on one "
+            "machine, Optuna's journal file storage (--storage journal:///path/to/journal.log)")
+
+    space = SearchSpace.from_dict(dict(defn.space))
+    first = InputCfg(image_size=space.image_size[0], color=space.color[0], resize=space.resize[0])
+    data = DataContext(source=defn.data.source or None, device=device, folds=defn.cv.folds, seed=defn.study.seed,
+                       cache_dir=opts.cache_dir, default_input=first)
+    # Load (and cache) the data once up front: a bad source fails before any study is touched.
+    ds = data.dataset(first)
+    info = describe(ds)
+    _log.info("data: %s: %s (%d training images, %d test images kept apart)", info["note"], info["source"],
+              info["train_images"], info["test_images"])
+
+    storage = open_storage(opts.storage_url, defn.storage)
+    study, created = open_study(defn, storage, seed=worker_seed(defn.study.seed, opts.worker),
+                                data_fingerprint=ds.fingerprint)
+    if created:
+        study.set_user_attr("data", info)
+        study.set_user_attr("storage", redact(opts.storage_url))
+    atomic.write_text(opts.run_dir / "study.toml", defn.to_toml())
+    return Prepared(study=study, storage=storage, data=data, space=space, device=device)
+
+
+def run_study(defn: StudyDef, opts: RunOptions, *, stop: threading.Event | None = None) -> RunOutcome:
+    """Run trials until the study has ``opts.trials`` finished ones (or the timeout passes)."""
+    stop = stop or threading.Event()
+    prep = prepare_study(defn, opts)
+    study, storage, data, space, device = prep.study, prep.storage, prep.data, prep.space, prep.device
+
+    objective = make_objective(data=data, space=space, max_epochs=defn.training.max_epochs,
+                               metric=defn.study.metric, study_seed=defn.study.seed, stop=stop)
+    target = opts.trials
+    done = finished_count(study)
+    _log.info("study %s: %d/%d finished trials, storage %s, device %s", defn.name, done, target,
+              redact(opts.storage_url), device)
+    t_start = time.monotonic()
+    bar = tqdm(total=target, initial=min(done, target), desc=defn.name, unit="trial", dynamic_ncols=True,
+               disable=not opts.show_progress, leave=True)
+    interrupted = False
+    try:
+        with _sigint_to_event(stop):
+            while True:
+                done = finished_count(study)
+                if done >= target or stop.is_set():
+                    break
+                if opts.timeout is not None and time.monotonic() - t_start > opts.timeout:
+                    _log.info("timeout of %.0f s reached", opts.timeout)
+                    break
+                counts = _state_counts(study)
+                running, waiting = counts.get(TrialState.RUNNING, 0), counts.get(TrialState.WAITING, 0)
+                if waiting == 0 and done + running >= target:
+                    # Others' trials will finish the study; wait in case one of them dies (heartbeat).
+                    if _is_heartbeat(storage):
+                        optuna.storages.fail_stale_trials(study)
+                    time.sleep(1.0)
+                    continue
+                last, interrupted = _run_one_trial(study, storage, objective)
+                bar.write(_trial_line(last))
+                write_trial_note(study, last, metric=defn.study.metric)
+                done = finished_count(study)
+                bar.n = min(done, target)
+                counts = _state_counts(study)
+                best = _best_value(study)
+                bar.set_postfix(pruned=counts.get(TrialState.PRUNED, 0), best=f"{best:.4f}" if best is not None
+                                else "-", refresh=False)
+                bar.refresh()
+                if interrupted:
+                    break
+    finally:
+        bar.close()
+    return RunOutcome(finished=finished_count(study), interrupted=interrupted or stop.is_set(),
+                      study_name=defn.name)
+
+
+def _run_one_trial(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                   objective: Callable[[optuna.Trial], float]) -> tuple[FrozenTrial, bool]:
+    """Ask, run, tell: one trial with a heartbeat, its outcome recorded whatever happens.
+
+    Returns the finished trial and whether the user interrupted it (then it is re-queued).
+    A failing trial is logged in one line with its reason (the traceback only with --debug).
+    """
+    if _is_heartbeat(storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        # We run the heartbeat ourselves (below), as Study.optimize would.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        trial = study.ask()
+    interrupted = False
+    with get_heartbeat_thread(trial._trial_id, storage):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            frozen = study.tell(trial, state=TrialState.PRUNED)
+        except Interrupted:
+            interrupted = True
+            frozen = study.tell(trial, state=TrialState.FAIL)
+            requeue_trial(study, frozen)
+        except Exception as exc:  # a trial's own failure must not stop the study
+            _log.warning("trial %d failed: %s: %s", trial.number, exc.__class__.__name__, exc,
+                         exc_info=_log.isEnabledFor(logging.DEBUG))
+            frozen = study.tell(trial, state=TrialState.FAIL)
+        else:
+            frozen = study.tell(trial, value)
+    return frozen, interrupted
+
+
+def _is_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    return is_heartbeat_enabled(storage)
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+

@@ -1,0 +1,116 @@
+"""Optuna storages: URL checks, heartbeats, password redaction, the SQLite multi-process rule.
+
+- ``sqlite:///path/study.db`` (default): one process. Several processes on one SQLite file end
+  in "database is locked"; ``worker`` refuses it and names the alternatives.
+- ``postgresql+psycopg://user@host/db``, ``mysql+pymysql://user@host/db``: many workers on many
+  machines; heartbeats fail the trial of a dead worker and re-queue its parameters.
+- ``journal:///path/journal.log``: Optuna's journal file storage, safe for several processes
+  on one machine (file locks), no server needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+from search.errors import SearchError
+from search.studydef import StorageSection
+
+__all__ = ["StorageError", "default_url", "redact", "open_storage", "is_sqlite", "is_journal"]
+
+_log = logging.getLogger(__name__)
+
+
+class StorageError(SearchError):
+    """A storage URL that is malformed or cannot be reached."""
+
+
+def default_url(run_dir: Path) -> str:
+    return f"sqlite:///{run_dir.resolve() / 'study.db'}"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe for logs, reports and attributes)."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith("journal:")
+
+
+def open_storage(url: str, section: StorageSection, *, heartbeat: bool = True) -> optuna.storages.BaseStorage:
+    """Open (and create the tables of) a storage, or raise a readable :class:`StorageError`."""
+    if is_journal(url):
+        path = Path(url.split("://", 1)[-1] if "://" in url else url.split(":", 1)[1])
+        if not path.parent.is_dir():
+            raise StorageError(f"journal storage folder does not exist: {path.parent}")
+        return JournalStorage(JournalFileBackend(str(path)))
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StorageError(f"malformed storage URL {redact(url)!r}: expected e.g. sqlite:///runs/x/study.db or "
+                           f"postgresql+psycopg://user@host/db") from exc
+    if is_sqlite(url) and parsed.database and parsed.database != ":memory:":
+        db = Path(parsed.database)
+        if not db.parent.is_dir():
+            raise StorageError(f"folder of the SQLite storage does not exist: {db.parent}")
+    kwargs: dict = {}
+    engine_kwargs = {} if is_sqlite(url) else {"pool_pre_ping": True, "connect_args": _connect_args(parsed)}
+    if heartbeat:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            kwargs = dict(
+                heartbeat_interval=section.heartbeat_interval,
+                grace_period=section.grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=section.max_retry),
+            )
+    try:
+        return _rdb_storage(url, engine_kwargs, kwargs, attempts=1 if is_sqlite(url) else 3)
+    except ModuleNotFoundError as exc:
+        extra = "postgres" if "psycopg" in str(exc) else "mysql" if "mysql" in str(exc).lower() else None
+        hint = f" (install the '{extra}' extra: pip install -e '.[{extra}]')" if extra else ""
+        raise StorageError(f"no database driver for {redact(url)}: {exc}{hint}") from exc
+    except Exception as exc:  # sqlalchemy OperationalError & co: one readable line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise StorageError(f"cannot open storage {redact(url)}: {redact(first)}") from exc
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict, *, attempts: int) -> RDBStorage:
+    """Open an RDB storage; several workers starting at once on an empty server database may race
+    to create the tables, so a failed first attempt on a server is retried after a short pause."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except ModuleNotFoundError:
+            raise
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _connect_args(parsed) -> dict:  # noqa: ANN001 - sqlalchemy URL
+    """A short connect timeout so an unreachable server is an error in seconds, not minutes."""
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return {"connect_timeout": 5}
+    if backend == "mysql":
+        return {"connect_timeout": 5}
+    return {}

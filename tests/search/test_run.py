@@ -1,0 +1,155 @@
+"""The study runner end to end on a small twin: trials, attributes, presets, resume, pruning, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.cli import main
+from search.data import DataContext
+from search.objective import make_objective
+from search.runner import finished_count
+from search.studydef import load_study_def
+from space import InputCfg
+from space.search_space import SearchSpace
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = ["baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6"]
+TRIAL_ATTRS = {"config", "seed", "params_count", "macs", "device", "best_epoch", "epochs_run", "epoch_seconds",
+               "train_images_per_s", "seconds", "peak_memory_mb", "worker"}
+
+
+def _study(out: Path, name: str = "anklealign") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / name / 'study.db'}")
+
+
+def test_run_four_trials_records_everything(small_twin: Path, tmp_path: Path, fast_args: list[str]) -> None:
+    rc = main(["run", "--data", str(small_twin), "--out", str(tmp_path), "--trials", "4", "--no-final", *fast_args])
+    assert rc == 0
+    study = _study(tmp_path)
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    assert len(done) == 4
+    # The first trials are the enqueued seed nets, in order.
+    assert [t.user_attrs.get("preset") for t in study.trials[:4]] == PRESETS[:4]
+    for t in done:
+        assert TRIAL_ATTRS <= set(t.user_attrs), TRIAL_ATTRS - set(t.user_attrs)
+        assert len(t.intermediate_values) == t.user_attrs["epochs_run"]
+    assert study.user_attrs["data"]["synthetic"] is True
+    assert (tmp_path / "anklealign" / "study.toml").is_file()
+    assert study.user_attrs["definition"]["cv"]["folds"] == 2
+
+
+def test_resume_continues_to_n(small_twin: Path, tmp_path: Path, fast_args: list[str]) -> None:
+    base = ["run", "--data", str(small_twin), "--out", str(tmp_path), "--no-final", *fast_args]
+    assert main([*base, "--trials", "3"]) == 0
+    assert finished_count(_study(tmp_path)) == 3
+    assert main([*base, "--trials", "5"]) == 0
+    assert finished_count(_study(tmp_path)) == 5
+    # Running the same command again adds nothing: N means N finished trials.
+    assert main([*base, "--trials", "5"]) == 0
+    assert len(_study(tmp_path).trials) - sum(t.state == TrialState.WAITING for t in _study(tmp_path).trials) == 5
+
+
+def test_other_definition_under_same_name_is_refused(small_twin: Path, tmp_path: Path, fast_args: list[str],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["run", "--data", str(small_twin), "--out", str(tmp_path), "--no-final", "--trials", "1", *fast_args]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main([*base, "--set", "cv.folds=3"]) == 2
+    err = capsys.readouterr().err
+    assert "exists with another definition" in err and "cv.folds" in err
+
+
+def test_a_trial_is_pruned_through_the_real_objective(small_twin: Path, data_cache: Path) -> None:
+    defn = load_study_def("anklealign", ["training.max_epochs=3", "space.image_size=[32]", "cv.folds=2"])
+    space = SearchSpace.from_dict(dict(defn.space))
+    data = DataContext(source=str(small_twin), device=__import__("torch").device("cpu"), folds=2, seed=0,
+                       cache_dir=data_cache)
+    objective = make_objective(data=data, space=space, max_epochs=3, metric="macro_f1", study_seed=0)
+    # A threshold no validation score can reach: the pruner stops the trial after its first report.
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.5))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == TrialState.PRUNED
+    assert list(t.intermediate_values) == [0]
+    assert t.user_attrs["epochs_run"] == 1
+    assert "pruned at epoch 1" in t.user_attrs["prune_reason"]
+
+
+def test_folds_never_split_a_duplicate_group(small_twin: Path, data_cache: Path) -> None:
+    data = DataContext(source=str(small_twin), device=__import__("torch").device("cpu"), folds=3, seed=0,
+                       cache_dir=data_cache)
+    pool, folds = data.pool(InputCfg(image_size=32))
+    seen: dict[int, int] = {}
+    for i, (_, val) in enumerate(folds):
+        for g in np.unique(pool.groups[val]):
+            assert seen.setdefault(int(g), i) == i, f"group {g} in folds {seen[int(g)]} and {i}"
+    assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(len(pool.labels)))
+    # No test image, nor any image of a test image's duplicate group, is in the pool a trial sees.
+    ds = data.dataset(InputCfg(image_size=32))
+    assert not set(ds.test.ids) & set(ds.train.ids)
+
+
+def test_ctrl_c_records_the_trial_and_the_next_run_reaches_n(small_twin: Path, tmp_path: Path,
+                                                             data_cache: Path) -> None:
+    args = [sys.executable, "-m", "search", "run", "--data", str(small_twin), "--out", str(tmp_path),
+            "--no-final", "--trials", "2", "--set", "training.max_epochs=400", "--set", "space.image_size=[32]",
+            "--set", "cv.folds=2", "--set", "pruner.name=none"]
+    env = {**os.environ, "ANKLEALIGN_CACHE": str(data_cache)}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "anklealign" / "study.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                trials = _study(tmp_path).trials
+                if any(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 1 for t in trials):
+                    break
+            except Exception:  # the storage may be mid-creation
+                pass
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("no trial started running")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Resume with" in err and "Traceback" not in err
+    study = _study(tmp_path)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    assert finished_count(study) == 0
+    # The interrupted trial's parameters are queued again, ahead of the remaining presets.
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert waiting[-1].params == interrupted[0].params
+
+
+def test_stop_event_ends_trial_between_batches(small_twin: Path, tmp_path: Path, data_cache: Path) -> None:
+    """The in-process form of Ctrl-C: the stop event ends the running trial, nothing is left RUNNING."""
+    from search.runner import RunOptions, run_study
+
+    defn = load_study_def("anklealign", ["training.max_epochs=400", "space.image_size=[32]", "cv.folds=2",
+                                         f"data.source=\"{small_twin}\""])
+    stop = threading.Event()
+    timer = threading.Timer(4.0, stop.set)
+    timer.start()
+    try:
+        outcome = run_study(defn, RunOptions(trials=2, storage_url=f"sqlite:///{tmp_path / 's.db'}",
+                                             run_dir=tmp_path, cache_dir=data_cache, show_progress=False),
+                            stop=stop)
+    finally:
+        timer.cancel()
+    assert outcome.interrupted
+    study = optuna.load_study(study_name="anklealign", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
