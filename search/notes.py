@@ -1,0 +1,132 @@
+"""Short Markdown notes about trials and data, shown by optuna-dashboard and the report.
+
+Pure functions of a :class:`optuna.trial.FrozenTrial` (its params and user attributes, as the
+objective records them); nothing here touches a storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["trial_note", "data_line", "si", "config_facts"]
+
+SYNTHETIC_BANNER = "SYNTHETIC TWIN — not real data"
+
+
+def si(n: float | None) -> str:
+    """``1234567`` -> ``"1.23 M"``; ``None`` -> ``"?"``."""
+    if not isinstance(n, int | float):
+        return "?"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:g}"
+
+
+def data_line(data: Mapping[str, Any] | None) -> str:
+    """One Markdown line saying which data a study ran on (loud for the synthetic twin)."""
+    if not data:
+        return "**Data:** unknown (the study records no data description)"
+    source = data.get("source", "?")
+    if data.get("synthetic"):
+        return f"**⚠ {SYNTHETIC_BANNER}.** Data: {data.get('note', 'synthetic twin')} ({source})"
+    return f"**Data:** {data.get('note', 'real data')}: `{source}` ({data.get('kind', '?')})"
+
+
+def _same_or_list(values: Sequence[Any]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else "/".join(str(v) for v in values)
+
+
+def config_facts(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) rows describing a ``TrialCfg.to_dict()``; missing parts are skipped."""
+    rows: list[tuple[str, str]] = []
+    model = config.get("model") or {}
+    blocks = model.get("blocks") or []
+    if blocks:
+        chans = "→".join(str(b.get("channels", "?")) for b in blocks)
+        down = _same_or_list([b.get("downsample", "?") for b in blocks])
+        kern = _same_or_list([b.get("kernel_size", "?") for b in blocks])
+        bn = _same_or_list(["on" if b.get("batchnorm") else "off" for b in blocks])
+        act = _same_or_list([b.get("activation", "?") for b in blocks])
+        rows.append(("trunk", f"{len(blocks)} blocks, channels {chans}, kernel {kern}, downsample {down}, "
+                              f"batchnorm {bn}, {act}"))
+    if model:
+        hidden = list(model.get("head_hidden") or [])
+        rows.append(("head", f"hidden {hidden or 'none (linear)'}, dropout {model.get('head_dropout', 0):g}"))
+    aug = config.get("augment") or {}
+    if aug:
+        parts = [fmt.format(aug[k]) for k, fmt in
+                 (("hflip_p", "hflip p {:g}"), ("rotate_deg", "rotate ±{:g}°"), ("crop_scale_min", "crop scale ≥ {:g}"),
+                  ("brightness", "brightness ±{:g}"), ("contrast", "contrast ±{:g}"))
+                 if isinstance(aug.get(k), int | float) and aug[k] != (1.0 if k == "crop_scale_min" else 0.0)]
+        rows.append(("augmentation", ", ".join(parts) or "none"))
+    inp = config.get("input") or {}
+    if inp:
+        rows.append(("input", f"{inp.get('image_size', '?')} px, {inp.get('color', '?')}, "
+                              f"{inp.get('resize', '?')}"))
+    tr = config.get("train") or {}
+    if tr:
+        lr = tr.get("lr")
+        lr_s = f"{lr:.2g}" if isinstance(lr, float) else str(lr)
+        g = tr.get
+        rows.append(("training", f"{g('optimizer', '?')} lr {lr_s}, weight decay {g('weight_decay', 0):g}, "
+                                 f"batch {g('batch_size', '?')}, schedule {g('schedule', '?')}, "
+                                 f"label smoothing {g('label_smoothing', 0):g}, "
+                                 f"class weighting {g('class_weighting', '?')}, "
+                                 f"max {g('max_epochs', '?')} epochs"))
+    return rows
+
+
+def _last_intermediate(t: FrozenTrial) -> tuple[int, float] | None:
+    if not t.intermediate_values:
+        return None
+    step = max(t.intermediate_values)
+    return step, t.intermediate_values[step]
+
+
+def trial_note(trial: FrozenTrial, *, metric: str | None = None) -> str:
+    """A short Markdown note: preset, outcome, the config's key facts, size and time, prune/fail reason.
+
+    Args:
+        trial: a trial as the objective records it (user attrs "config", "preset", "best_epoch", ...).
+        metric: name of the objective (e.g. ``"macro_f1"``); ``None`` says "value".
+    """
+    ua = trial.user_attrs
+    metric = metric or "value"
+    preset = ua.get("preset")
+    title = f"### Trial {trial.number}" + (f" — seed net `{preset}`" if preset else "")
+    lines = [title, ""]
+    state = trial.state.name.lower()
+    epochs = ua.get("epochs_run")
+    max_epochs = (ua.get("config") or {}).get("train", {}).get("max_epochs")
+    run = f"{epochs} of {max_epochs} epochs run" if epochs is not None else "epochs run: ?"
+    if trial.state == TrialState.COMPLETE and trial.value is not None:
+        best = ua.get("best_epoch")
+        lines.append(f"**{state}** · cross-validated {metric} **{trial.value:.4f}** · best epoch "
+                     f"{best if best is not None else '?'} · {run}")
+    else:
+        last = _last_intermediate(trial)
+        seen = f" · last validation {metric} {last[1]:.4f} at epoch {last[0] + 1}" if last else ""
+        lines.append(f"**{state}**{seen} · {run}")
+    reason = ua.get("prune_reason") or ua.get("fail_reason")
+    if reason and trial.state != TrialState.COMPLETE:
+        lines += ["", f"> {'Pruned' if trial.state == TrialState.PRUNED else 'Reason'}: {reason}"]
+    lines += ["", "| | |", "|---|---|"]
+    lines += [f"| {label} | {text} |" for label, text in config_facts(ua.get("config") or {})]
+    size = f"{si(ua.get('params_count'))} params, {si(ua.get('macs'))} MACs"
+    lines.append(f"| size | {size} |")
+    secs = ua.get("seconds")
+    if isinstance(secs, int | float):
+        per_epoch = ua.get("epoch_seconds")
+        per = ""
+        if isinstance(per_epoch, list) and per_epoch:
+            per = f" ({sum(per_epoch) / len(per_epoch):.2f} s/epoch)"
+        elif isinstance(per_epoch, int | float):
+            per = f" ({per_epoch:.2f} s/epoch)"
+        lines.append(f"| time | {secs:.1f} s{per} on {ua.get('device', '?')} |")
+    if "seed" in ua:
+        lines.append(f"| seed | {ua['seed']} |")
+    return "\n".join(lines) + "\n"
