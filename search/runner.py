@@ -358,10 +358,7 @@ def _run_one_trial(study: optuna.Study, storage: optuna.storages.BaseStorage,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    with warnings.catch_warnings():
-        # We run the heartbeat ourselves (below), as Study.optimize would.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        trial = study.ask()
+    trial = _ask_retries_first(study)
     interrupted = False
     with get_heartbeat_thread(trial._trial_id, storage):
         try:
@@ -379,6 +376,27 @@ def _run_one_trial(study: optuna.Study, storage: optuna.storages.BaseStorage,
         else:
             frozen = study.tell(trial, value)
     return frozen, interrupted
+
+
+def _ask_retries_first(study: optuna.Study) -> optuna.Trial:
+    """The next trial: a re-queued one (dead worker, Ctrl-C) before the seed nets and the sampler.
+
+    Optuna's own queue is first-in first-out, so a retry would wait behind every enqueued preset
+    and might never run in a short study; claiming it here (atomically, as Optuna's queue does)
+    lets a surviving worker take over the dead one's trial at once.
+    """
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if "failed_trial" not in t.system_attrs:
+            continue
+        try:
+            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, t._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    with warnings.catch_warnings():
+        # We run the heartbeat ourselves (see _run_one_trial), as Study.optimize would.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        return study.ask()
 
 
 def _is_heartbeat(storage: optuna.storages.BaseStorage) -> bool:

@@ -103,7 +103,7 @@ def test_folds_never_split_a_duplicate_group(small_twin: Path, data_cache: Path)
 def test_ctrl_c_records_the_trial_and_the_next_run_reaches_n(small_twin: Path, tmp_path: Path,
                                                              data_cache: Path) -> None:
     args = [sys.executable, "-m", "search", "run", "--data", str(small_twin), "--out", str(tmp_path),
-            "--no-final", "--trials", "2", "--set", "training.max_epochs=400", "--set", "space.image_size=[32]",
+            "--no-final", "--trials", "2", "--set", "training.max_epochs=40", "--set", "space.image_size=[32]",
             "--set", "cv.folds=2", "--set", "pruner.name=none"]
     env = {**os.environ, "ANKLEALIGN_CACHE": str(data_cache)}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -129,10 +129,18 @@ def test_ctrl_c_records_the_trial_and_the_next_run_reaches_n(small_twin: Path, t
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
     assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
-    assert finished_count(study) == 0
-    # The interrupted trial's parameters are queued again, ahead of the remaining presets.
+    complete_before = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    assert finished_count(study) == complete_before  # the interrupted trial does not count
+    # The interrupted trial's parameters are queued again.
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert waiting[-1].params == interrupted[0].params
+    assert waiting[-1].system_attrs["failed_trial"] == interrupted[0].number
+    # The same command again reaches N.
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    study = _study(tmp_path)
+    assert finished_count(study) == 2
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
 def test_stop_event_ends_trial_between_batches(small_twin: Path, tmp_path: Path, data_cache: Path) -> None:
