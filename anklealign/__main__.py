@@ -1,0 +1,3 @@
+from anklealign.cli import main
+
+raise SystemExit(main())

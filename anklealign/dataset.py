@@ -1,0 +1,244 @@
+"""The public entry points: :func:`load` (tensors ready for training) and :func:`inspect` (the report)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from anklealign import _cache
+from anklealign._decode import Target, decode
+from anklealign._scan import decode_all, scan
+from anklealign._source import Source, open_source
+from anklealign.errors import DataError
+from anklealign.report import QualityReport
+from anklealign.synth import GENERATOR_VERSION, synth
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Dataset", "Split", "decode_image", "inspect", "load"]
+
+_log = logging.getLogger(__name__)
+
+COLORS = ("gray", "rgb")
+RESIZES = ("stretch", "letterbox")
+TWIN_LABEL = "synthetic twin (seed 0, scale 1.0)"
+_TWIN_DONE = "twin.complete"  # next to twin/, written once the twin is complete
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images of one side with their labels and duplicate-group ids.
+
+    Attributes:
+        images: (N, C, H, W) uint8, C = 1 (gray) or 3 (rgb).
+        labels: (N,) int64 class ids.
+        groups: (N,) int64 duplicate-group ids (equal id = same or near-duplicate content).
+        ids: stable identity ``"<PARTICIPANT>/<relative file path>"`` (image folders: ``"<split>/<class>/<file>"``).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    groups: torch.Tensor
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled, de-duplicated, decoded data set (see the README, "Data handling").
+
+    Attributes:
+        train: the training pool (test images and their duplicates removed).
+        test: the consensus/test set; labels are the majority labels.
+        test_votes: (M, K) int64 votes per class (soft label = votes / votes.sum(1)).
+        test_ties: (M,) bool, the majority was a tie (decided by the documented tie rule).
+        test_annotator_labels: (A, M) int64, -1 where the annotator gave no label.
+        annotators: the A annotator codes.
+        classes: class names; index = label id.
+        kind: ``"anklealign"`` or ``"imagefolder"``.
+        synthetic: True for the synthetic twin (marker file ``SYNTHETIC_TWIN.txt``).
+        source: the resolved path, or ``"synthetic twin (seed 0, scale 1.0)"``.
+        fingerprint: sha256 of the labelled content (file hashes, labels, split); size-independent.
+        image_size, color, resize: how the images were decoded.
+        report: the quality report (``report.to_dict()`` is ``inspect --json``).
+    """
+
+    train: Split
+    test: Split
+    test_votes: torch.Tensor
+    test_ties: torch.Tensor
+    test_annotator_labels: torch.Tensor
+    annotators: tuple[str, ...]
+    classes: tuple[str, ...]
+    kind: str
+    synthetic: bool
+    source: str
+    fingerprint: str
+    image_size: int
+    color: str
+    resize: str
+    report: QualityReport
+
+
+def load(source: str | Path | None = None, *, image_size: int = 64, color: str = "gray",
+         resize: str = "stretch", cache_dir: Path | None = None) -> Dataset:
+    """Load a data set as uint8 tensors, decoding each image once and caching the result on disk.
+
+    Args:
+        source: ``anklealign.zip`` (read in place), its unzipped folder, a ``train/<class>/`` +
+            ``test/<class>/`` folder, or ``None`` for the synthetic twin (generated once into
+            ``<cache_dir>/twin/``).
+        image_size: side of the square images, in pixels.
+        color: ``"gray"`` (1 channel) or ``"rgb"`` (3 channels).
+        resize: ``"stretch"`` (each side to ``image_size``) or ``"letterbox"`` (aspect ratio kept,
+            padded with the picture's mean colour).
+        cache_dir: where decoded tensors and scans are kept; default ``$ANKLEALIGN_CACHE`` or
+            ``~/.cache/anklealign``.
+
+    Raises:
+        DataError: the source is missing, empty, corrupt, unsafe, of no known layout, or holds no
+            usable labelled image.
+        ValueError: a bad ``image_size``, ``color`` or ``resize``.
+    """
+    target = _target(image_size, color, resize)
+    cache = Path(cache_dir) if cache_dir is not None else _cache.default_cache_dir()
+    started = time.perf_counter()
+    path, label = _resolve(source, cache)
+    with open_source(path) as src:
+        fingerprint = src.fingerprint(cache)
+        result, arrays = _scanned(src, fingerprint, cache, target)
+        if not result["train"]["ids"] and not result["test"]["ids"]:
+            raise DataError(f"{label}: no usable labelled image ({result['report']['images_found']} images "
+                            "found); run `python -m anklealign inspect` on it to see why")
+        images = _images(src, fingerprint, cache, target, result, arrays)
+    dataset = _dataset(result, images, label=label, target=target)
+    _log.info("loaded %s: %d train, %d test images in %.2f s", label, len(dataset.train.ids),
+              len(dataset.test.ids), time.perf_counter() - started)
+    return dataset
+
+
+def decode_image(data: bytes, *, image_size: int = 64, color: str = "gray", resize: str = "stretch") -> np.ndarray:
+    """Decode one image file's bytes exactly as :func:`load` decodes the data set (for prediction).
+
+    Content decides the format, the EXIF orientation is applied, then the same resize as in
+    :func:`load`. Needs numpy and PIL only (no torch).
+
+    Returns:
+        (C, image_size, image_size) uint8 array, C = 1 (gray) or 3 (rgb).
+
+    Raises:
+        DataError: the bytes are not a decodable image; the message is the reason.
+        ValueError: a bad ``image_size``, ``color`` or ``resize``.
+    """
+    result = decode(data, target=_target(image_size, color, resize), hashes=False)
+    if result.array is None:
+        raise DataError(f"cannot use this image: {result.reason}")
+    return result.array
+
+
+def _target(image_size: int, color: str, resize: str) -> Target:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 1024:
+        raise ValueError(f"image_size must be an int in [8, 1024], got {image_size!r}")
+    if color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
+    return Target(image_size, color, resize)
+
+
+def inspect(source: str | Path | None = None, *, cache_dir: Path | None = None) -> QualityReport:
+    """Scan a source (or reuse its cached scan) and return its quality report, decoding no tensors.
+
+    Raises:
+        DataError: as for :func:`load`, except that a source without usable images still gets a report.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else _cache.default_cache_dir()
+    path, label = _resolve(source, cache)
+    with open_source(path) as src:
+        result, _ = _scanned(src, src.fingerprint(cache), cache, None)
+    return QualityReport.from_dict(result["report"], source=label)
+
+
+def _resolve(source: str | Path | None, cache: Path) -> tuple[Path, str]:
+    """The path to read and the name to report; generates the twin on first use."""
+    if source is not None:
+        path = Path(source).expanduser().resolve()
+        return path, str(path)
+    twin, done = cache / "twin", cache / _TWIN_DONE
+    stamp = f"generator {GENERATOR_VERSION}, seed 0, scale 1.0\n"
+    if not twin.is_dir() or not done.is_file() or done.read_text() != stamp:
+        _log.info("generating the synthetic twin into %s (once per generator version)", twin)
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache, prefix=".twin-"))
+        try:
+            synth(staging / "twin", seed=0, scale=1.0)
+            shutil.rmtree(twin, ignore_errors=True)
+            (staging / "twin").replace(twin)
+            done.write_text(stamp)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return twin, TWIN_LABEL
+
+
+def _scanned(src: Source, fingerprint: str, cache: Path,
+             target: Target | None) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+    """The cached scan, or a fresh one (which also yields the arrays for ``target``)."""
+    result = _cache.load_scan(cache, fingerprint)
+    if result is not None:
+        return result, None
+    result, arrays = scan(src, target=target)
+    result["fingerprint_source"] = fingerprint
+    _cache.save_scan(cache, fingerprint, result)
+    return result, arrays if target is not None else None
+
+
+def _images(src: Source, fingerprint: str, cache: Path, target: Target, result: dict[str, Any],
+            arrays: dict[str, np.ndarray] | None) -> torch.Tensor:
+    """(N, C, H, W) uint8 of the train then test images: from the cache, the scan's decode, or decoded now."""
+    import torch  # imported on use, so that `inspect` starts fast
+
+    key = {"image_size": target.size, "color": target.color, "resize": target.resize}
+    members: dict[str, str] = result["members"]   # id -> path, train ids then test ids
+    blob = _cache.load_images(cache, fingerprint, **key)
+    if blob is not None and list(blob.get("ids", [])) == list(members):
+        return blob["images"]
+    if arrays is None:
+        decoded = decode_all(src, list(members.values()), target=target, hashes=False)
+        failed = [(i, d.reason) for i, d in zip(members, decoded, strict=True) if d.reason]
+        if failed:
+            raise DataError(f"{src.path}: {failed[0][0]} no longer decodes ({failed[0][1]}); "
+                            "the source changed while it was read")
+        arrays = {i: d.array for i, d in zip(members, decoded, strict=True)}
+    channels = 1 if target.color == "gray" else 3
+    stack = torch.from_numpy(np.stack([arrays[i] for i in members])) if members else \
+        torch.zeros((0, channels, target.size, target.size), dtype=torch.uint8)
+    _cache.save_images(cache, fingerprint, {"ids": list(members), "images": stack}, **key)
+    return stack
+
+
+def _dataset(result: dict[str, Any], images: torch.Tensor, *, label: str, target: Target) -> Dataset:
+    import torch
+
+    def split(part: dict[str, Any], rows: torch.Tensor) -> Split:
+        return Split(images=rows.clone(), labels=torch.tensor(part["labels"], dtype=torch.int64).reshape(-1),
+                     groups=torch.tensor(part["groups"], dtype=torch.int64).reshape(-1), ids=tuple(part["ids"]))
+
+    train, test = result["train"], result["test"]
+    num_train, num_test, num_classes = len(train["ids"]), len(test["ids"]), len(result["classes"])
+    return Dataset(
+        train=split(train, images[:num_train]), test=split(test, images[num_train:]),
+        test_votes=torch.tensor(test["votes"], dtype=torch.int64).reshape(num_test, num_classes),
+        test_ties=torch.tensor(test["ties"], dtype=torch.bool).reshape(num_test),
+        test_annotator_labels=torch.tensor(test["annotator_labels"], dtype=torch.int64).reshape(
+            len(result["annotators"]), num_test),
+        annotators=tuple(result["annotators"]), classes=tuple(result["classes"]), kind=result["kind"],
+        synthetic=bool(result["synthetic"]), source=label, fingerprint=result["fingerprint"],
+        image_size=target.size, color=target.color, resize=target.resize,
+        report=QualityReport.from_dict(result["report"], source=label))

@@ -1,0 +1,104 @@
+"""The quality report: what a source holds, what was used, and why every other file was not."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["QualityReport"]
+
+_CATEGORY = re.compile(r"^(.*?)(?: of |: | \(|$)")
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """Counts and explanations of one scan; :meth:`to_dict` is the ``inspect --json`` output.
+
+    The first ten fields are the agreed interface; the rest are details for people.
+    """
+
+    kind: str
+    synthetic: bool
+    images_found: int
+    train: dict[str, Any]         # {"images": int, "class_counts": {class: int}}
+    test: dict[str, Any]          # {"listed", "images", "majority_counts", "ties", "annotators"}
+    duplicate_groups: int
+    leakage_removed: int
+    skipped: tuple[dict[str, str], ...]   # every unused file: {"path", "reason"}
+    source: str = ""
+    images_skipped: int = 0               # image files among ``skipped``
+    unlabelled: int = 0                   # decodable images with no label anywhere (not test images)
+    agreement: dict[str, float | None] = field(default_factory=dict)
+    annotators_usable: tuple[str, ...] = ()
+    annotators_unusable: dict[str, str] = field(default_factory=dict)
+    order_paired_votes: int = 0           # consensus votes placed by the upload-order assumption
+    label_tasks: int = 0
+    unmatched_tasks: tuple[dict[str, str], ...] = ()
+    unknown_labels: tuple[dict[str, str], ...] = ()
+    conflicts: tuple[dict[str, str], ...] = ()
+    consensus_problems: tuple[dict[str, str], ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str) -> QualityReport:
+        """Build from a stored scan's report dict (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+        return cls(**{**values, "source": source})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict: the agreed keys first, then the details."""
+        return {f.name: _copy(getattr(self, f.name)) for f in fields(self)}
+
+    def summary(self) -> str:
+        """A compact human-readable summary: counts, then skipped files grouped by reason."""
+        kind = "AnkleAlign" if self.kind == "anklealign" else "image-folder"
+        lines = [f"{kind} data: {self.source}" + ("  [SYNTHETIC TWIN, not real data]" if self.synthetic else "")]
+        row = lines.append
+        row(f"  images found       {self.images_found}")
+        row(f"  train              {self.train['images']} images ({_counts(self.train['class_counts'])})")
+        test = self.test
+        row(f"  test               {test['images']} images of {test['listed']} listed "
+            f"(majority {_counts(test['majority_counts'])}; {test['ties']} ties)")
+        if self.kind == "anklealign":
+            unusable = "".join(f"; not counted {c}: {r}" for c, r in self.annotators_unusable.items())
+            paired = f"; {self.order_paired_votes} votes paired by upload order" if self.order_paired_votes else ""
+            row(f"  annotators         {test['annotators']} usable{paired}{unusable}")
+            agreement = self.agreement
+            if agreement.get("fleiss_kappa") is not None:
+                row(f"  agreement          {agreement['mean_with_majority']:.1%} with the majority, "
+                    f"{agreement['pairwise']:.1%} pairwise, Fleiss kappa {agreement['fleiss_kappa']:.3f}")
+            row(f"  label tasks        {self.label_tasks} in participant files; "
+                f"{len(self.unmatched_tasks)} unmatched, {len(self.unknown_labels)} with unknown labels")
+        row(f"  duplicates         {self.duplicate_groups} groups; {self.leakage_removed} labelled images "
+            "kept out of training as test images or their duplicates")
+        row(f"  unlabelled         {self.unlabelled}")
+        row(f"  label conflicts    {len(self.conflicts)}")
+        for title, entries in (("unmatched tasks", self.unmatched_tasks), ("unknown labels", self.unknown_labels),
+                               ("conflicts", self.conflicts), ("consensus list", self.consensus_problems)):
+            if entries:
+                row(f"{title} ({len(entries)}):")
+                lines.extend("  " + "; ".join(f"{k} {v}" for k, v in entry.items()) for entry in entries)
+        grouped: dict[str, list[dict[str, str]]] = defaultdict(list)
+        for entry in self.skipped:
+            grouped[_CATEGORY.match(entry["reason"]).group(1)].append(entry)
+        row(f"skipped files ({len(self.skipped)}, of which {self.images_skipped} images):")
+        for category, entries in sorted(grouped.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            row(f"  {category} ({len(entries)})")
+            for entry in entries:
+                detail = "" if entry["reason"] == category else f"  [{entry['reason']}]"
+                row(f"    {entry['path']}{detail}")
+        return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(v) for v in value]
+    return value

@@ -1,0 +1,88 @@
+"""``python -m anklealign``: exit codes, one-line errors, JSON keys, the synth subcommand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import anklealign
+from anklealign.cli import main
+
+from .conftest import MINI_EXPECTED, write_zip
+
+REQUIRED_KEYS = ["kind", "synthetic", "images_found", "train", "test", "duplicate_groups", "leakage_removed",
+                 "skipped"]
+
+
+def test_inspect_json(mini_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(mini_tree), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report)[:8] == REQUIRED_KEYS
+    assert {k: report[k] for k in MINI_EXPECTED} == MINI_EXPECTED
+    assert set(report["train"]) == {"images", "class_counts"}
+    assert set(report["test"]) == {"listed", "images", "majority_counts", "ties", "annotators"}
+    assert all(set(entry) == {"path", "reason"} for entry in report["skipped"])
+
+
+def test_inspect_human_summary(mini_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(mini_tree)]) == 0
+    out = capsys.readouterr().out
+    assert "train              4 images (pronation 2, neutral 1, supination 1)" in out
+    assert "no label (2)\n    anklealign/A1B2C3/p4.jpg" in out
+    assert "anklealign/sample/s.jpg" in out
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["inspect", "{tmp}/missing"], "no such file or folder"),
+    (["inspect", "{tmp}/escape.zip"], "points outside the archive"),
+])
+def test_data_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                          needle: str) -> None:
+    write_zip(tmp_path / "escape.zip", {"../x.jpg": b"x"})
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert main([*argv, "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bogus"])
+    assert info.value.code == 2
+
+
+def test_synth_calls_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    calls = []
+    monkeypatch.setattr(anklealign, "synth", lambda out, **kwargs: calls.append((out, kwargs)))
+    assert main(["synth", "--out", str(tmp_path / "t.zip"), "--zip", "--seed", "3", "--scale", "0.5"]) == 0
+    assert calls == [(tmp_path / "t.zip", {"seed": 3, "scale": 0.5, "as_zip": True, "full_size": False})]
+    assert "wrote the synthetic twin" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("extra", "needle"), [(["--scale", "9"], "scale must be"), ([], "already exists")])
+def test_synth_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+                                    needle: str) -> None:
+    (tmp_path / "anklealign").mkdir()
+    assert main(["synth", "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+
+
+def test_public_synth_is_the_function_after_importing_the_module() -> None:
+    import anklealign.synth as module  # noqa: F401  (importing the submodule must not rebind the name)
+
+    assert callable(anklealign.synth) and not isinstance(anklealign.synth, types.ModuleType)
+
+
+def test_module_entry_point(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "anklealign", "inspect", str(tmp_path / "nothing")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
