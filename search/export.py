@@ -290,7 +290,10 @@ def load_model(model_dir: Path | str) -> tuple[EnsembleCNN, dict[str, Any]]:
     if not path.is_file():
         raise SearchError(f"{model_dir} holds no model.pt (write one with 'python -m search finalize' or 'export')")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle makes torch warn about its protocol before refusing it; the refusal says enough.
+            warnings.simplefilter("ignore", UserWarning)
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (forbidden global), RuntimeError (not a zip), EOFError, ...
         raise SearchError(f"refusing to load {path}: not a plain weights file, corrupt or holding pickled code "
                           f"(torch.load with weights_only=True said: {_load_reason(exc)}); nothing in it was run"

@@ -150,13 +150,33 @@ def _db_state(out: Path) -> list[tuple]:
     return [(t.number, t.state, t.value, t.params) for t in study.trials]
 
 
+def _invoke(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``python -m <argv>`` in this process (the same ``main`` the module entry points call).
+
+    In-process keeps the 30-odd cases fast; an exception escaping ``main`` fails the test, so
+    a traceback cannot hide. ``test_cli_subprocess_smoke`` checks the real entry points.
+    """
+    import anklealign.cli
+    import search.cli
+
+    mains = {"search": search.cli.main, "anklealign": anklealign.cli.main}
+    capfd.readouterr()
+    try:
+        code = mains[argv[0]](argv[1:])
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="module")
 def run_copy_root(finished_run: Path, small_twin: Path) -> tuple[Path, Path]:
     return finished_run, small_twin
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path, run_copy_root: tuple[Path, Path], data_cache: Path) -> None:
+def test_bad_input(case: Case, tmp_path: Path, run_copy_root: tuple[Path, Path],
+                   capfd: pytest.CaptureFixture[str]) -> None:
     finished, twin = run_copy_root
     out = tmp_path / "runs"
     shutil.copytree(finished, out)
@@ -167,11 +187,9 @@ def test_bad_input(case: Case, tmp_path: Path, run_copy_root: tuple[Path, Path],
         argv += ["--data", str(twin)]
     pwned = Path("/tmp/anklealign-search-pwned")
     pwned.unlink(missing_ok=True)
-    proc = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "ANKLEALIGN_CACHE": str(data_cache)}, stdin=subprocess.DEVNULL)
-    err = proc.stderr
-    assert proc.returncode != 0, f"exit 0 for bad input; stderr: {err}"
-    assert "Traceback" not in err and "Traceback" not in proc.stdout, err
+    code, stdout, err = _invoke(argv, capfd)
+    assert code != 0, f"exit 0 for bad input; stderr: {err}"
+    assert "Traceback" not in err and "Traceback" not in stdout, err
     errors = [ln for ln in err.splitlines() if ln.startswith("error")]
     assert len(errors) >= 1 and len(errors[0]) < 400, err
     assert case.needle.lower() in err.lower(), f"{case.needle!r} not in: {err}"
@@ -180,6 +198,17 @@ def test_bad_input(case: Case, tmp_path: Path, run_copy_root: tuple[Path, Path],
     if case.name != "same study name, other definition":
         # Nothing wrote to the study at all (the refused run only read it).
         assert hashlib.sha256((out / "anklealign" / "study.db").read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("argv", [["search", "run", "--trials", "0"],
+                                  ["anklealign", "inspect", "/nonexistent/anklealign.zip"]])
+def test_cli_subprocess_smoke(argv: list[str], tmp_path: Path) -> None:
+    """The real entry points (python -m ...) behave like the in-process calls above."""
+    proc = subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
 
 
 def test_bad_input_table_size() -> None:

@@ -74,7 +74,7 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
                                                                small_twin: Path, data_cache: Path) -> None:
     url, name = server_study
     n = 3
-    victim = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=40)
+    victim = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12)
     deadline = time.monotonic() + 180
     killed_number = None
     while time.monotonic() < deadline:
@@ -98,7 +98,7 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
     victim.wait(timeout=30)
     assert killed_number is not None
 
-    survivor = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=40)
+    survivor = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12)
     _, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
 
