@@ -97,6 +97,9 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
         pytest.fail("never saw a finished trial and a running one")
     victim.wait(timeout=30)
     assert killed_number is not None
+    # The survivor arrives once the dead trial's heartbeat is older than the grace period (3 s);
+    # the first thing it does is fail that trial and take its re-queued copy.
+    time.sleep(4)
 
     survivor = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12)
     _, err = survivor.communicate(timeout=300)
