@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import tempfile
@@ -173,17 +174,27 @@ def _resolve(source: str | Path | None, cache: Path) -> tuple[Path, str]:
         return path, str(path)
     twin, done = cache / "twin", cache / _TWIN_DONE
     stamp = f"generator {GENERATOR_VERSION}, seed 0, scale 1.0\n"
-    if not twin.is_dir() or not done.is_file() or done.read_text() != stamp:
-        _log.info("generating the synthetic twin into %s (once per generator version)", twin)
-        cache.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=cache, prefix=".twin-"))
-        try:
-            synth(staging / "twin", seed=0, scale=1.0)
-            shutil.rmtree(twin, ignore_errors=True)
-            (staging / "twin").replace(twin)
-            done.write_text(stamp)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+    def ready() -> bool:
+        return twin.is_dir() and done.is_file() and done.read_text() == stamp
+
+    if ready():
+        return twin, TWIN_LABEL
+    cache.mkdir(parents=True, exist_ok=True)
+    # Several processes (workers started together) may find no twin: one generates, the others wait.
+    with open(cache / "twin.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready():
+            _log.info("generating the synthetic twin into %s (once per generator version)", twin)
+            staging = Path(tempfile.mkdtemp(dir=cache, prefix=".twin-"))
+            try:
+                synth(staging / "twin", seed=0, scale=1.0)
+                done.unlink(missing_ok=True)
+                shutil.rmtree(twin, ignore_errors=True)
+                (staging / "twin").replace(twin)
+                done.write_text(stamp)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return twin, TWIN_LABEL
 
 

@@ -1,6 +1,6 @@
 """``python -m search predict --model DIR IMAGE|FOLDER... [--json] [--onnx]``: classify image files.
 
-Images are decoded by the function that decoded the training images (``anklealign._decode.decode``)
+Images are decoded by the function that decoded the training images (``anklealign.decode_image``)
 with the size, colour and resize mode the model card states, then scaled and normalised as the card
 says. One output line per image; an unreadable or non-image file is reported on stderr and the rest
 go on (exit 1 if any failed). A missing, corrupt or tampered model is one ``error:`` line, exit 2.
@@ -11,16 +11,15 @@ The ``--onnx`` path needs only onnxruntime, numpy and PIL: nothing on it imports
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from anklealign import DataError, decode_image
 from search.errors import SearchError
 
 __all__ = ["IMAGE_SUFFIXES", "cli_predict", "read_card", "image_files"]
@@ -60,30 +59,6 @@ def _preprocessing(card: Any, where: Path) -> dict[str, Any]:
     return pre
 
 
-def _decoder() -> ModuleType:
-    """anklealign's single-image decode + resize, loaded without importing torch.
-
-    ``anklealign._decode`` (numpy + PIL only) made the training tensors, so prediction must use it.
-    It is private and ``anklealign/__init__`` imports torch, so until anklealign offers a torch-free
-    public helper (asked of its owner) the module is loaded from its file; in a process that already
-    imported it, that module is used.
-    """
-    for name in ("anklealign._decode", "_search_predict_decode"):
-        if name in sys.modules:
-            return sys.modules[name]
-    package = importlib.util.find_spec("anklealign")  # locates the package without running its __init__
-    if package is None or package.origin is None:
-        raise SearchError("the anklealign package is not installed; it decodes images for predict")
-    spec = importlib.util.spec_from_file_location("_search_predict_decode",
-                                                  Path(package.origin).parent / "_decode.py")
-    if spec is None or spec.loader is None:  # pragma: no cover - a broken installation
-        raise SearchError(f"cannot load anklealign's decoder from {package.origin}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
 def image_files(inputs: Sequence[str]) -> Iterator[tuple[Path, str | None]]:
     """``(path, None)`` for each file to classify, ``(path, reason)`` for an input that cannot be used.
 
@@ -113,15 +88,16 @@ def image_files(inputs: Sequence[str]) -> Iterator[tuple[Path, str | None]]:
             yield path, "no such file or folder"
 
 
-def _load(path: Path, decode: ModuleType, target: Any) -> tuple[np.ndarray | None, str]:
+def _load(path: Path, pre: dict[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The image as the training tensors were made: anklealign's own decode + resize (numpy + PIL only)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         return None, f"unreadable ({exc.strerror or exc})"
-    decoded = decode.decode(data, target=target, hashes=False)
-    if decoded.reason:
-        return None, decoded.reason
-    return decoded.array, ""
+    try:
+        return decode_image(data, image_size=pre["image_size"], color=pre["color"], resize=pre["resize"]), ""
+    except DataError as exc:
+        return None, str(exc).removeprefix("cannot use this image: ")
 
 
 def _torch_classifier(model_dir: Path) -> tuple[Classifier, dict[str, Any]]:
@@ -170,8 +146,6 @@ def cli_predict(args: argparse.Namespace) -> int:
     classify, card = _onnx_classifier(model_dir) if args.onnx else _torch_classifier(model_dir)
     pre = _preprocessing(card, model_dir / "model_card.json")
     classes = [str(c) for c in card["classes"]]
-    decode = _decoder()
-    target = decode.Target(pre["image_size"], pre["color"], pre["resize"])
     failed = 0
     batch: list[tuple[Path, np.ndarray]] = []
 
@@ -188,7 +162,7 @@ def cli_predict(args: argparse.Namespace) -> int:
     for path, problem in image_files(args.inputs):
         array = None
         if problem is None:
-            array, problem = _load(path, decode, target)
+            array, problem = _load(path, pre)
         if array is None:
             failed += 1
             print(f"error: {path}: {problem}", file=sys.stderr)
