@@ -87,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p)
 
     p = sub.add_parser("export", help="export a trial's model (weights + config, ONNX, model card)")
-    _add_study_args(p)
+    p.add_argument("--study", default="anklealign", help="study name or path to a study TOML (default: anklealign)")
+    p.add_argument("--storage", default=None, help="SQLAlchemy URL of the storage (default: the run folder's)")
+    p.add_argument("--runs", dest="out", default="runs", help="root folder of run outputs (default: runs/)")
     p.add_argument("--trial", type=int, default=None, help="trial number (default: the best)")
     p.add_argument("--data", default=None, help="data source (default: the one recorded in the study)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
-    p.add_argument("--out-dir", "--to", dest="out_dir", required=True, help="folder to write the model to")
+    p.add_argument("--out", dest="out_dir", required=True, help="folder to write the model to")
 
     p = sub.add_parser("predict", help="classify images with an exported model")
     p.add_argument("--model", required=True, help="folder with model.pt / model.onnx and model_card.json")

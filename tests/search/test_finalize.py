@@ -238,13 +238,13 @@ def test_predict_on_a_twin_folder_reports_non_images_and_goes_on(best: Path, met
 def test_export_cli_writes_the_same_files_for_any_trial(finished_run: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "exported"
-    rc = main(["-q", "export", "--study", "anklealign", "--out", str(finished_run), "--trial", "0",
-               "--out-dir", str(out_dir)])
+    rc = main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--trial", "0",
+               "--out", str(out_dir)])
     assert rc == 0, capsys.readouterr().err
     for name in ("model.pt", "model.onnx", "model_card.json", "metrics.json", "confusion.png"):
         assert (out_dir / name).is_file(), name
     assert json.loads((out_dir / "metrics.json").read_text())["trial"] == 0
     assert capsys.readouterr().out.startswith("data: SYNTHETIC TWIN")
-    assert main(["-q", "export", "--study", "anklealign", "--out", str(finished_run), "--trial", "99",
-                 "--out-dir", str(out_dir)]) == 2
+    assert main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--trial", "99",
+                 "--out", str(out_dir)]) == 2
     assert "no trial 99" in capsys.readouterr().err
