@@ -321,7 +321,10 @@ def load_model(model_dir: Path | str) -> tuple[EnsembleCNN, dict[str, Any]]:
 
 
 def cli_export(args: argparse.Namespace) -> int:
-    """``export --study NAME [--trial N] --out DIR [--runs runs/]``: retrain a trial like the final step, write its files."""
+    """``export --study NAME [--trial N] --out DIR [--runs runs/]``: retrain a trial like the final step.
+
+    Writes the same files as the final step into ``--out``.
+    """
     from search.commands import load_study
     from search.finalize import finalize_trial, format_table, pick_trial, with_final_overrides
 

@@ -107,7 +107,9 @@ CASES = [
     Case("inspect missing path", lambda w, o: ["anklealign", "inspect", str(w / "missing")], "no such file"),
     # study definitions
     Case("TOML syntax error", lambda w, o: _run(w, o, "--study", _toml(w, "![study\nname=")), "toml"),
-    Case("TOML unknown key", lambda w, o: _run(w, o, "--study", _toml(w, "![study]\nname = 'anklealign'\n[cv]\nshuffle = true")), "cv.shuffle"),
+    Case("TOML unknown key",
+         lambda w, o: _run(w, o, "--study", _toml(w, "![study]\nname = 'anklealign'\n[cv]\nshuffle = true")),
+         "cv.shuffle"),
     Case("TOML wrong type", lambda w, o: _run(w, o, "--set", "cv.folds=\"three\""), "cv.folds"),
     Case("empty range", lambda w, o: _run(w, o, "--set", "space.lr=[0.1, 0.001]"), "lr"),
     Case("empty choices", lambda w, o: _run(w, o, "--set", "space.batch_size=[]"), "batch_size"),
