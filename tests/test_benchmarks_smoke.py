@@ -1,0 +1,44 @@
+"""The benchmark scripts still run: one tiny pipeline case and the GPU script's no-GPU exit.
+
+Benchmarks are not tests: this checks that they start, run and report the agreed keys, never speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CASE_KEYS = {"model", "image_size", "ours_images_per_s", "compute_only_images_per_s", "pil_loader_images_per_s",
+             "pil_loader_w0_images_per_s", "ratio_vs_compute", "ratio_vs_pil_loader", "pass_vs_compute",
+             "pass_vs_pil_loader"}
+
+
+def test_pipeline_quick_json_reports_every_case_key(small_twin: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--json", "--quick", "--twin", str(small_twin),
+         "--cases", "net6@32", "--rounds", "1"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["benchmark"] == "pipeline"
+    assert out["goals"] == {"ratio_vs_compute": 0.9, "ratio_vs_pil_loader": 3.0}
+    [case] = out["cases"]
+    assert CASE_KEYS <= set(case), CASE_KEYS - set(case)
+    assert (case["model"], case["image_size"]) == ("net6", 32)
+    assert all(case[k] > 0 for k in CASE_KEYS if k.endswith("_per_s"))
+    assert case["ratio_vs_compute"] == pytest.approx(
+        case["ours_images_per_s"] / case["compute_only_images_per_s"], rel=0.01)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the exit without a GPU")
+def test_gpu_jobs_exits_cleanly_without_a_gpu() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_jobs.py")], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no CUDA device" in proc.stdout
