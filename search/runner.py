@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
@@ -369,13 +370,29 @@ def _run_one_trial(study: optuna.Study, storage: optuna.storages.BaseStorage,
             interrupted = True
             frozen = study.tell(trial, state=TrialState.FAIL)
             requeue_trial(study, frozen)
-        except Exception as exc:  # a trial's own failure must not stop the study
+        except Exception as exc:  # a trial's own failure must not stop the study...
+            if _poisons_process(exc):
+                # ...unless it left the CUDA context unusable: record it, hand its trial to another
+                # worker (re-queued), and end this process cleanly.
+                frozen = study.tell(trial, state=TrialState.FAIL)
+                requeue_trial(study, frozen)
+                raise SearchError(f"trial {trial.number} hit a CUDA error that leaves this process unusable "
+                                  f"({str(exc).splitlines()[0][:200]}); the trial was re-queued for another "
+                                  f"worker. Restart this worker.") from exc
             _log.warning("trial %d failed: %s: %s", trial.number, exc.__class__.__name__, exc,
                          exc_info=_log.isEnabledFor(logging.DEBUG))
             frozen = study.tell(trial, state=TrialState.FAIL)
         else:
             frozen = study.tell(trial, value)
     return frozen, interrupted
+
+
+def _poisons_process(exc: BaseException) -> bool:
+    """A CUDA error (not an out-of-memory) leaves the process's CUDA context unusable."""
+    accel = getattr(torch, "AcceleratorError", None)
+    if accel is not None and isinstance(exc, accel):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA error" in str(exc)
 
 
 def _ask_retries_first(study: optuna.Study) -> optuna.Trial:

@@ -161,3 +161,22 @@ def test_stop_event_ends_trial_between_batches(small_twin: Path, tmp_path: Path,
     assert outcome.interrupted
     study = optuna.load_study(study_name="anklealign", storage=f"sqlite:///{tmp_path / 's.db'}")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_a_cuda_error_ends_the_worker_and_requeues_its_trial() -> None:
+    """A poisoned CUDA context must not run more trials: the trial is re-queued, the worker stops."""
+    from search.errors import SearchError
+    from search.runner import _run_one_trial
+
+    study = optuna.create_study(direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(SearchError, match="re-queued"):
+        _run_one_trial(study, study._storage, objective)
+    failed, retry = study.trials
+    assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
+    assert finished_count(study) == 0
