@@ -40,13 +40,28 @@ def _skip_unless_reachable(url: str) -> None:
         pytest.skip(f"{url} not reachable: {str(exc).splitlines()[0]}")
 
 
+# Runs ``python -m search`` with every fold's epoch made slower by a sleep, so that a test can see
+# a finished trial and a running one before the worker is done however fast the machine is.
+_SLOW_MAIN = """
+import runpy, sys, time
+import search.train as t
+_orig = t._train_epoch
+def _slow(*a, **k):
+    time.sleep({delay})
+    return _orig(*a, **k)
+t._train_epoch = _slow
+runpy.run_module("search", run_name="__main__", alter_sys=True)
+"""
+
+
 def _worker(url: str, name: str, tmp: Path, data: Path, cache: Path, trials: int, epochs: int,
-            extra: list[str] = ()) -> subprocess.Popen:
+            extra: list[str] = (), slow_epoch_s: float = 0.0) -> subprocess.Popen:
     study_file = tmp / f"{name}.toml"
     if not study_file.exists():
         text = (ROOT / "studies" / "anklealign.toml").read_text().replace('name = "anklealign"', f'name = "{name}"')
         study_file.write_text(text)
-    args = [sys.executable, "-m", "search", "-q", "worker", "--study", str(study_file), "--storage", url,
+    main = ["-c", _SLOW_MAIN.format(delay=slow_epoch_s)] if slow_epoch_s else ["-m", "search"]
+    args = [sys.executable, *main, "-q", "worker", "--study", str(study_file), "--storage", url,
             "--data", str(data), "--out", str(tmp / "runs"), "--trials", str(trials),
             "--set", f"training.max_epochs={epochs}", "--set", "space.image_size=[32]", "--set", "cv.folds=2",
             "--set", "pruner.name=none", *FAST_HEARTBEAT, *extra]
@@ -74,7 +89,8 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
                                                                small_twin: Path, data_cache: Path) -> None:
     url, name = server_study
     n = 3
-    victim = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12)
+    # 12 epochs x 2 folds x 0.25 s: each of the victim's trials lasts at least 6 s.
+    victim = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12, slow_epoch_s=0.25)
     deadline = time.monotonic() + 180
     killed_number = None
     while time.monotonic() < deadline:
