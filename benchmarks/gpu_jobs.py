@@ -12,7 +12,7 @@ The children warm up, wait for a common start time, run, and report; the parent 
 
 Without a CUDA device it prints a message and exits 0 (nothing to measure).
 
-    python benchmarks/gpu_jobs.py [--jobs 1,2,4,8] [--size 128] [--epochs 12] [--trials-per-job 3] [--json]
+    python benchmarks/gpu_jobs.py [--jobs 1,2,4,8] [--size 128] [--epochs 12] [--trials-per-job 5] [--json]
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--folds", type=int, default=3)
-    ap.add_argument("--trials-per-job", type=int, default=3)
-    ap.add_argument("--warmup-s", type=float, default=60.0, help="time the children get to start and warm up")
+    ap.add_argument("--trials-per-job", type=int, default=5)
+    ap.add_argument("--warmup-s", type=float, default=30.0, help="time the children get to start and warm up")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)

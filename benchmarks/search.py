@@ -88,10 +88,12 @@ def ingest(tmp: Path, sizes: tuple[int, ...], *, full_size: bool, color: str) ->
     return manifest.root, cache, out
 
 
-def run_one(defn: StudyDef, *, trials: int, tmp: Path, cache: Path, tag: str) -> dict[str, Any]:
+def run_one(defn: StudyDef, *, trials: int, tmp: Path, cache: Path, tag: str, storage: str) -> dict[str, Any]:
     """One study run to ``trials`` finished trials; its figures from the trials' user attributes."""
     run_dir = tmp / "runs" / tag / defn.name
-    opts = RunOptions(trials=trials, storage_url=default_url(run_dir), run_dir=run_dir, device="cpu",
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = default_url(run_dir) if storage == "sqlite" else f"journal:///{run_dir.resolve() / 'journal.log'}"
+    opts = RunOptions(trials=trials, storage_url=url, run_dir=run_dir, device="cpu",
                       cache_dir=cache, show_progress=False)
     space = SearchSpace.from_dict(dict(defn.space))
     # The data loads inside run_study come from the warm cache; measured here to subtract them.
@@ -103,7 +105,7 @@ def run_one(defn: StudyDef, *, trials: int, tmp: Path, cache: Path, tag: str) ->
     with contextlib.redirect_stdout(sys.stderr):  # the runner's per-trial lines; stdout stays for --json
         _, wall = _timed(run_study, defn, opts, stop=threading.Event())
     cpu = time.process_time() - cpu0
-    study = optuna.load_study(study_name=defn.name, storage=opts.storage_url)
+    study = _load(defn.name, opts.storage_url)
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
     epoch_s = sum(sum(t.user_attrs.get("epoch_seconds", [])) for t in done)
     in_trial = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
@@ -119,7 +121,8 @@ def run_one(defn: StudyDef, *, trials: int, tmp: Path, cache: Path, tag: str) ->
     except ValueError:
         best = None
     return {
-        "pruner": defn.pruner.name, "trials": len(done), "wall_s": round(wall, 2), "process_cpu_s": round(cpu, 1),
+        "pruner": defn.pruner.name, "storage": storage, "trials": len(done), "wall_s": round(wall, 2),
+        "process_cpu_s": round(cpu, 1),
         "trials_per_hour": round(3600 * len(done) / wall, 1),
         "pruned": sum(t.state == TrialState.PRUNED for t in done),
         "failed": sum(t.state == TrialState.FAIL for t in done),
@@ -136,6 +139,13 @@ def run_one(defn: StudyDef, *, trials: int, tmp: Path, cache: Path, tag: str) ->
     }
 
 
+def _load(name: str, url: str) -> optuna.Study:
+    from search.storage import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(url, load_study_def("anklealign").storage,
+                                                                   heartbeat=False))
+
+
 def replay(defn: StudyDef, none_run: dict[str, Any], *, permutations: int, seed: int = 0) -> list[dict[str, Any]]:
     """Each pruner of :data:`REPLAY_VARIANTS` decides on the unpruned study's recorded learning curves.
 
@@ -146,7 +156,7 @@ def replay(defn: StudyDef, none_run: dict[str, Any], *, permutations: int, seed:
     from search.runner import make_pruner
     from search.studydef import study_def_from_dict
 
-    study = optuna.load_study(study_name=defn.name, storage=none_run["storage_url"])
+    study = _load(defn.name, none_run["storage_url"])
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     curves = [[t.intermediate_values[k] for k in sorted(t.intermediate_values)] for t in done]
     secs = [t.user_attrs.get("epoch_seconds", [1.0] * len(c)) for t, c in zip(done, curves, strict=True)]
@@ -192,7 +202,7 @@ def replay(defn: StudyDef, none_run: dict[str, Any], *, permutations: int, seed:
 def run_final(defn: StudyDef, run: dict[str, Any], cache: Path) -> dict[str, Any]:
     from search.finalize import finalize
 
-    study = optuna.load_study(study_name=defn.name, storage=run["storage_url"])
+    study = _load(defn.name, run["storage_url"])
     _log.info("final step on the %s study ...", run["pruner"])
     with contextlib.redirect_stdout(sys.stderr):
         metrics, secs = _timed(finalize, defn, study, run_dir=Path(run["run_dir"]), device="cpu",
@@ -227,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="replay pruner settings on the unpruned study's curves, in its order and K shuffles")
     ap.add_argument("--no-full-size", action="store_true", help="skip the full-size twin ingest")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    ap.add_argument("--storage", default="sqlite", choices=("sqlite", "journal"),
+                    help="the study storage: sqlite (the default of make run) or Optuna's journal file")
     ap.add_argument("--study", default="anklealign")
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE")
     args = ap.parse_args(argv)
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for p in pruners:
             defn = load_study_def(args.study, [*overrides, f"pruner.name={p}", f"data.source={json.dumps(str(root))}"])
-            runs.append(run_one(defn, trials=trials, tmp=tmp, cache=cache, tag=p))
+            runs.append(run_one(defn, trials=trials, tmp=tmp, cache=cache, tag=p, storage=args.storage))
             _log.info("  %s", _line(runs[-1]))
         out["studies"] = runs
         ref = next((r for r in runs if r["pruner"] == "none"), None)
