@@ -79,7 +79,10 @@ def open_storage(url: str, section: StorageSection, *, heartbeat: bool = True) -
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=section.max_retry),
             )
     try:
-        return _rdb_storage(url, engine_kwargs, kwargs, attempts=1 if is_sqlite(url) else 3)
+        storage = _rdb_storage(url, engine_kwargs, kwargs, attempts=1 if is_sqlite(url) else 3)
+        if is_sqlite(url) and parsed.database not in (None, "", ":memory:"):
+            _sqlite_wal(storage)
+        return storage
     except ModuleNotFoundError as exc:
         extra = "postgres" if "psycopg" in str(exc) else "mysql" if "mysql" in str(exc).lower() else None
         hint = f" (install the '{extra}' extra: pip install -e '.[{extra}]')" if extra else ""
@@ -87,6 +90,27 @@ def open_storage(url: str, section: StorageSection, *, heartbeat: bool = True) -
     except Exception as exc:  # sqlalchemy OperationalError & co: one readable line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise StorageError(f"cannot open storage {redact(url)}: {redact(first)}") from exc
+
+
+def _sqlite_wal(storage: RDBStorage) -> None:
+    """Write-ahead log with ``synchronous=NORMAL`` on every connection to a SQLite study file.
+
+    Each trial commits a few dozen small transactions (parameters, reports, attributes). In WAL
+    mode a commit appends to ``study.db-wal`` instead of rewriting pages under a rollback journal
+    with two fsyncs, which halves the storage's share of a search; and a reader (the dashboard,
+    ``report``) no longer blocks the writer. A process that is killed loses no committed trial; only
+    a power cut can lose the last commits, never corrupt the file.
+    """
+    from sqlalchemy import event
+
+    def _pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", _pragmas)
+    storage.engine.dispose()  # the connections opened while creating the tables get the pragmas too
 
 
 def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict, *, attempts: int) -> RDBStorage:
