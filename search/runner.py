@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,14 +108,14 @@ def make_pruner(defn: StudyDef) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def finished_count(study: optuna.Study) -> int:
+def finished_count(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> int:
     """Complete + pruned + failed trials, minus failures whose parameters were queued again.
 
     A re-queued failure (its worker died, or Ctrl-C) is named in a later trial's ``retry_history``
     system attribute, as Optuna's heartbeat retry callback writes it; an interrupted trial is
-    re-queued by the runner the same way.
+    re-queued by the runner the same way. ``trials``: the study's trials when already read.
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     return sum(1 for t in trials
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
@@ -211,9 +211,9 @@ def _sigint_to_event(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
+def _state_counts(trials: Sequence[FrozenTrial]) -> dict[TrialState, int]:
     counts: dict[TrialState, int] = {}
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1
     return counts
 
@@ -316,13 +316,15 @@ def run_study(defn: StudyDef, opts: RunOptions, *, stop: threading.Event | None 
     try:
         with _sigint_to_event(stop):
             while True:
-                done = finished_count(study)
+                # One read of the trials per loop turn: each read is a round of queries on a server.
+                trials = study.get_trials(deepcopy=False)
+                done = finished_count(study, trials)
                 if done >= target or stop.is_set():
                     break
                 if opts.timeout is not None and time.monotonic() - t_start > opts.timeout:
                     _log.info("timeout of %.0f s reached", opts.timeout)
                     break
-                counts = _state_counts(study)
+                counts = _state_counts(trials)
                 running, waiting = counts.get(TrialState.RUNNING, 0), counts.get(TrialState.WAITING, 0)
                 if waiting == 0 and done + running >= target:
                     # Others' trials will finish the study; wait in case one of them dies (heartbeat).
@@ -333,10 +335,10 @@ def run_study(defn: StudyDef, opts: RunOptions, *, stop: threading.Event | None 
                 last, interrupted = _run_one_trial(study, storage, objective)
                 bar.write(_trial_line(last))
                 write_trial_note(study, last, metric=defn.study.metric)
-                done = finished_count(study)
-                bar.n = min(done, target)
-                counts = _state_counts(study)
-                best = _best_value(study)
+                trials = study.get_trials(deepcopy=False)
+                bar.n = min(finished_count(study, trials), target)
+                counts = _state_counts(trials)
+                best = _best_value(trials)
                 bar.set_postfix(pruned=counts.get(TrialState.PRUNED, 0), best=f"{best:.4f}" if best is not None
                                 else "-", refresh=False)
                 bar.refresh()
@@ -420,10 +422,8 @@ def _is_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
     return is_heartbeat_enabled(storage)
 
 
-def _best_value(study: optuna.Study) -> float | None:
-    try:
-        return study.best_value
-    except ValueError:
-        return None
+def _best_value(trials: Sequence[FrozenTrial]) -> float | None:
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return max(values) if values else None
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
@@ -105,15 +104,25 @@ def make_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) 
 
 
 def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Validation metric; macro-F1 averages over all classes (absent ones count 0 only if predicted)."""
+    """Validation metric; macro-F1 averages over all classes (absent ones count 0 only if predicted).
+
+    The values of scikit-learn's ``accuracy_score``, ``balanced_accuracy_score`` and
+    ``f1_score(labels=<true or predicted>, average="macro", zero_division=0)``, from one confusion
+    matrix: a few microseconds instead of scikit-learn's ~5 ms of input checks, paid 3 folds x
+    every epoch x every trial.
+    """
+    if metric not in ("accuracy", "balanced_accuracy", "macro_f1"):
+        raise ValueError(f"unknown metric {metric!r}")
+    c = np.bincount(np.asarray(y_true, dtype=np.int64) * num_classes + np.asarray(y_pred, dtype=np.int64),
+                    minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    tp, support, predicted = np.diag(c), c.sum(1), c.sum(0)
     if metric == "accuracy":
-        return float(accuracy_score(y_true, y_pred))
+        return float(tp.sum() / support.sum())
     if metric == "balanced_accuracy":
-        return float(balanced_accuracy_score(y_true, y_pred))
-    if metric == "macro_f1":
-        labels = sorted(set(np.unique(y_true).tolist()) | set(np.unique(y_pred).tolist()))
-        return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-    raise ValueError(f"unknown metric {metric!r}")
+        present = support > 0
+        return float(np.mean(tp[present] / support[present]))
+    labels = (support > 0) | (predicted > 0)
+    return float(np.mean(2 * tp[labels] / (support[labels] + predicted[labels])))
 
 
 def _make_optimizer(model: nn.Module, cfg: TrialCfg) -> torch.optim.Optimizer:
