@@ -107,7 +107,7 @@ class SamplerSection:
 
 @dataclass(frozen=True)
 class PrunerSection:
-    name: str = "median"
+    name: str = "successive_halving"
     n_startup_trials: int = 5
     n_warmup_steps: int = 2
 
