@@ -234,7 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small-files", action="store_true",
                     help="the default twin's small files (median ~280 px) instead of the real data's sizes "
                          "(~1280x960), which the PIL loader decodes every epoch; --quick implies it")
-    ap.add_argument("--full-size", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old notes
     ap.add_argument("--twin", type=Path, default=None,
                     help="use this existing twin folder instead of writing one (e.g. a test fixture)")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 5; quick 3)")

@@ -25,6 +25,7 @@ import torch
 from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
+from search.metrics import confusion
 from space import AugmentCfg, TrialCfg, augment_batch, build_cnn, normalize
 
 __all__ = [
@@ -113,8 +114,7 @@ def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int)
     """
     if metric not in ("accuracy", "balanced_accuracy", "macro_f1"):
         raise ValueError(f"unknown metric {metric!r}")
-    c = np.bincount(np.asarray(y_true, dtype=np.int64) * num_classes + np.asarray(y_pred, dtype=np.int64),
-                    minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    c = confusion(y_true, y_pred, num_classes)
     tp, support, predicted = np.diag(c), c.sum(1), c.sum(0)
     if metric == "accuracy":
         return float(tp.sum() / support.sum())

@@ -43,7 +43,7 @@ def _skip_unless_reachable(url: str) -> None:
 # Runs ``python -m search`` with every fold's epoch made slower by a sleep, so that a test can see
 # a finished trial and a running one before the worker is done however fast the machine is.
 _SLOW_MAIN = """
-import runpy, sys, time
+import runpy, time
 import search.train as t
 _orig = t._train_epoch
 def _slow(*a, **k):
