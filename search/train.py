@@ -25,7 +25,7 @@ import torch
 from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
-from search.metrics import confusion
+from search.metrics import METRICS, confusion, metrics_from_confusion
 from space import AugmentCfg, TrialCfg, augment_batch, build_cnn, normalize
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "make_folds",
     "fit_folds",
     "train_model",
+    "Trained",
     "predict_proba",
     "score",
     "resolve_device",
@@ -105,24 +106,14 @@ def make_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) 
 
 
 def score(metric: str, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Validation metric; macro-F1 averages over all classes (absent ones count 0 only if predicted).
+    """The validation metric, by the one definition of :mod:`search.metrics` (macro-F1 over all classes).
 
-    The values of scikit-learn's ``accuracy_score``, ``balanced_accuracy_score`` and
-    ``f1_score(labels=<true or predicted>, average="macro", zero_division=0)``, from one confusion
-    matrix: a few microseconds instead of scikit-learn's ~5 ms of input checks, paid 3 folds x
-    every epoch x every trial.
+    From one confusion matrix: a few microseconds instead of scikit-learn's ~5 ms of input checks,
+    paid 3 folds x every epoch x every trial; the values are scikit-learn's (tests check).
     """
-    if metric not in ("accuracy", "balanced_accuracy", "macro_f1"):
-        raise ValueError(f"unknown metric {metric!r}")
-    c = confusion(y_true, y_pred, num_classes)
-    tp, support, predicted = np.diag(c), c.sum(1), c.sum(0)
-    if metric == "accuracy":
-        return float(tp.sum() / support.sum())
-    if metric == "balanced_accuracy":
-        present = support > 0
-        return float(np.mean(tp[present] / support[present]))
-    labels = (support > 0) | (predicted > 0)
-    return float(np.mean(2 * tp[labels] / (support[labels] + predicted[labels])))
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r} (valid: {', '.join(METRICS)})")
+    return float(metrics_from_confusion(confusion(y_true, y_pred, num_classes))[metric])
 
 
 def _make_optimizer(model: nn.Module, cfg: TrialCfg) -> torch.optim.Optimizer:
@@ -147,20 +138,30 @@ def _class_weights(labels: torch.Tensor, num_classes: int, mode: str) -> torch.T
 
 
 class _Fold:
-    """One fold's model, optimiser and schedule, trained an epoch at a time."""
+    """One model, optimiser and schedule, trained an epoch at a time (a CV fold, or the final retrain).
+
+    The schedule always spans the recipe's full budget (``cfg.train.max_epochs``), however many
+    epochs are then trained: a retrain that stops at the trial's best epoch has seen exactly the
+    learning rates the trial had seen by then.
+    """
 
     def __init__(self, cfg: TrialCfg, pool: TrainPool, train_idx: np.ndarray, seed: int,
-                 device: torch.device, epochs: int) -> None:
+                 device: torch.device) -> None:
         torch.manual_seed(seed)
         self.model = build_cnn(cfg.model).to(device, memory_format=torch.channels_last)
         self.opt = _make_optimizer(self.model, cfg)
-        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(epochs, 1))
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=max(cfg.train.max_epochs, 1))
                       if cfg.train.schedule == "cosine" else None)
         self.train_idx = torch.as_tensor(train_idx, device=device)
         weights = _class_weights(pool.labels[self.train_idx], pool.num_classes, cfg.train.class_weighting)
         self.loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.train.label_smoothing)
         self.shuffle_gen = torch.Generator().manual_seed(seed)
         self.aug_gen = torch.Generator(device=device).manual_seed(seed + 1)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next epoch trains with."""
+        return float(self.opt.param_groups[0]["lr"])
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -178,8 +179,8 @@ def _prepare(x_u8: torch.Tensor, aug: AugmentCfg | None, gen: torch.Generator | 
     return x.contiguous(memory_format=torch.channels_last)  # NHWC in memory, same shape
 
 
-def _train_epoch(fold: _Fold, pool: TrainPool, cfg: TrialCfg, stop: threading.Event | None) -> int:
-    """One epoch over the fold's training indices; returns the number of images trained on.
+def _train_epoch(fold: _Fold, pool: TrainPool, cfg: TrialCfg, stop: threading.Event | None) -> tuple[int, float]:
+    """One epoch over the fold's training indices; returns (images trained on, mean batch loss).
 
     Nothing in the loop waits for the device: the shuffled order moves to the device once per
     epoch (not one index copy per batch), and the loss is summed on the device and checked for
@@ -191,7 +192,7 @@ def _train_epoch(fold: _Fold, pool: TrainPool, cfg: TrialCfg, stop: threading.Ev
     perm = torch.randperm(len(fold.train_idx), generator=fold.shuffle_gen)  # CPU generator: same order on every device
     order = fold.train_idx[perm.to(device)]  # (n,) pool indices in this epoch's order
     loss_sum = torch.zeros((), device=device)
-    seen = 0
+    seen = batches = 0
     for idx in _batches(order, cfg.train.batch_size):
         if stop is not None and stop.is_set():
             raise Interrupted("stopped by the user")
@@ -204,11 +205,13 @@ def _train_epoch(fold: _Fold, pool: TrainPool, cfg: TrialCfg, stop: threading.Ev
         fold.opt.step()
         loss_sum += loss.detach()
         seen += len(idx)
-    if not torch.isfinite(loss_sum):  # the one device sync of the epoch (CE losses are >= 0)
-        raise NonFiniteLoss(f"training loss became {loss_sum.item()} (summed over the epoch)")
+        batches += 1
+    total = float(loss_sum.item())  # the one device sync of the epoch (CE losses are >= 0)
+    if not math.isfinite(total):
+        raise NonFiniteLoss(f"training loss became {total} (summed over the epoch)")
     if fold.sched is not None:
         fold.sched.step()
-    return seen
+    return seen, total / max(batches, 1)
 
 
 @torch.no_grad()
@@ -256,7 +259,7 @@ def fit_folds(
     """
     device = pool.images.device
     epochs = cfg.train.max_epochs
-    runs = [_Fold(cfg, pool, tr, seed + 1000 * i, device, epochs) for i, (tr, _) in enumerate(folds)]
+    runs = [_Fold(cfg, pool, tr, seed + 1000 * i, device) for i, (tr, _) in enumerate(folds)]
     val_idx = [torch.as_tensor(va, device=device) for _, va in folds]
     val_true = [pool.labels[v].cpu().numpy() for v in val_idx]
     result = result if result is not None else FitResult()
@@ -264,7 +267,8 @@ def fit_folds(
         t0 = time.perf_counter()
         fold_scores = []
         for fold, vi, yt in zip(runs, val_idx, val_true, strict=True):
-            result.images_trained += _guard_memory(lambda f=fold: _train_epoch(f, pool, cfg, stop))  # type: ignore[operator]
+            seen, _ = _guard_memory(lambda f=fold: _train_epoch(f, pool, cfg, stop))  # type: ignore[misc]
+            result.images_trained += seen
             proba = _guard_memory(lambda f=fold, v=vi: predict_proba(f.model, pool.images[v]))
             fold_scores.append(score(metric, yt, proba.argmax(1).numpy(), pool.num_classes))
         dt = time.perf_counter() - t0
@@ -281,16 +285,35 @@ def fit_folds(
     return result
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A model trained on a whole pool, and what each of its epochs did."""
+
+    model: nn.Module
+    losses: tuple[float, ...]  # mean training loss of each epoch
+    lrs: tuple[float, ...]  # learning rate each epoch trained with
+
+
 def train_model(images: torch.Tensor, labels: torch.Tensor, cfg: TrialCfg, *, epochs: int, seed: int,
-                num_classes: int, stop: threading.Event | None = None) -> nn.Module:
-    """Train one model on the whole pool for a fixed number of epochs (the final retrain)."""
+                num_classes: int, stop: threading.Event | None = None) -> Trained:
+    """Train one model on the whole pool with ``cfg``'s recipe for its first ``epochs`` epochs.
+
+    The recipe is the trial's own: optimiser, batch size, augmentation, precision, and the schedule
+    over ``cfg.train.max_epochs`` even when ``epochs`` is fewer (the final retrain of a trial scored at
+    its best epoch stops there, having seen the same learning rates).
+    """
+    if not 1 <= epochs <= cfg.train.max_epochs:
+        raise ValueError(f"epochs must be in [1, {cfg.train.max_epochs}] (the recipe's budget), got {epochs}")
     pool = TrainPool(images=images, labels=labels, groups=np.zeros(len(labels), dtype=np.int64),
                      num_classes=num_classes)
-    fold = _Fold(cfg, pool, np.arange(len(labels)), seed, images.device, epochs)
+    fold = _Fold(cfg, pool, np.arange(len(labels)), seed, images.device)
+    losses, lrs = [], []
     for _ in range(epochs):
-        _guard_memory(lambda: _train_epoch(fold, pool, cfg, stop))
+        lrs.append(fold.lr)
+        _, loss = _guard_memory(lambda: _train_epoch(fold, pool, cfg, stop))  # type: ignore[misc]
+        losses.append(loss)
     fold.model.eval()
-    return fold.model
+    return Trained(model=fold.model, losses=tuple(losses), lrs=tuple(lrs))
 
 
 def peak_memory_mb(device: torch.device) -> float:
