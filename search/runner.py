@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 import warnings
@@ -34,8 +33,10 @@ from search.dashboard import write_trial_note
 from search.data import DataContext, describe
 from search.errors import SearchError
 from search.objective import make_objective
+from search.records import TrialRecord
+from search.seeds import sampler_seed
 from search.storage import is_sqlite, open_storage, redact
-from search.studydef import StudyDef
+from search.studydef import StudyDef, name_from_data
 from search.train import Interrupted, resolve_device
 from space import PRESET_TRIALS, InputCfg, TrialCfg
 from space.search_space import SearchSpace, to_params
@@ -51,6 +52,8 @@ __all__ = [
     "make_sampler",
     "make_pruner",
     "open_study",
+    "open_data",
+    "name_study",
     "preset_trial",
 ]
 
@@ -119,11 +122,12 @@ def finished_count(study: optuna.Study, trials: Sequence[FrozenTrial] | None = N
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     return sum(1 for t in trials
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get("interrupted")))
+               or (t.state == TrialState.FAIL and t.number not in retried and not TrialRecord.of(t).interrupted))
 
 
 def open_study(defn: StudyDef, storage: optuna.storages.BaseStorage, *, seed: int,
-               data_fingerprint: str | None, create: bool = True) -> tuple[optuna.Study, bool]:
+               data_fingerprint: str | None, num_classes: int = 3,
+               create: bool = True) -> tuple[optuna.Study, bool]:
     """Create the study (and enqueue the presets) or load it and check it is the same study.
 
     Returns the study and whether this call created it. Raises :class:`SearchError` when a
@@ -152,25 +156,26 @@ def open_study(defn: StudyDef, storage: optuna.storages.BaseStorage, *, seed: in
             study.set_user_attr(_ATTR_DATA_FP, data_fingerprint)
         space = SearchSpace.from_dict(dict(defn.space))
         for name in defn.study.enqueue_presets:
-            study.enqueue_trial(to_params(preset_trial(name, space, defn.training.max_epochs), space),
-                                user_attrs={"preset": name}, skip_if_exists=True)
+            cfg = preset_trial(name, space, defn.training.max_epochs, num_classes=num_classes)
+            study.enqueue_trial(to_params(cfg, space), user_attrs={"preset": name}, skip_if_exists=True)
     else:
         _check_same(study, defn, data_fingerprint)
     return study, created
 
 
-def preset_trial(name: str, space: SearchSpace, max_epochs: int) -> TrialCfg:
+def preset_trial(name: str, space: SearchSpace, max_epochs: int, *, num_classes: int) -> TrialCfg:
     """A seed net with the student's training settings, at the study's first image size.
 
-    The seed nets are grayscale and size-independent (global pooling): only the input size and
-    the epoch budget come from the study.
+    The seed nets are grayscale and size-independent (global pooling): the input size, the epoch
+    budget and the number of classes (the head's outputs) come from the study and its data.
     """
     cfg = PRESET_TRIALS[name]
     if cfg.input.color not in space.color:
         raise SearchError(f"preset {name} is grayscale but [space] color is {list(space.color)}; "
                           f"add \"gray\" or remove the presets from study.enqueue_presets")
     inp = dataclasses.replace(cfg.input, image_size=space.image_size[0], resize=space.resize[0])
-    return dataclasses.replace(cfg, input=inp, train=dataclasses.replace(cfg.train, max_epochs=max_epochs))
+    return dataclasses.replace(cfg, input=inp, model=dataclasses.replace(cfg.model, num_classes=num_classes),
+                               train=dataclasses.replace(cfg.train, max_epochs=max_epochs))
 
 
 def _check_same(study: optuna.Study, defn: StudyDef, data_fingerprint: str | None) -> None:
@@ -219,42 +224,37 @@ def _state_counts(trials: Sequence[FrozenTrial]) -> dict[TrialState, int]:
 
 
 def _trial_line(t: FrozenTrial) -> str:
+    r = TrialRecord.of(t)
     value = f"{t.value:.4f}" if t.value is not None else "-"
-    epochs = t.user_attrs.get("epochs_run", "-")
-    secs = t.user_attrs.get("seconds")
-    preset = f" [{t.user_attrs['preset']}]" if "preset" in t.user_attrs else ""
-    reason = t.user_attrs.get("prune_reason") or t.user_attrs.get("fail_reason") or ""
-    reason = f" ({reason})" if reason and t.state != TrialState.COMPLETE else ""
-    secs_s = f"{secs:.1f}s" if isinstance(secs, int | float) else "-"
-    return f"trial {t.number:>3}{preset} {t.state.name.lower():<8} value={value} epochs={epochs} {secs_s}{reason}"
+    preset = f" [{r.preset}]" if r.preset else ""
+    reason = f" ({r.reason})" if r.reason and t.state != TrialState.COMPLETE else ""
+    secs = f"{r.seconds:.1f}s" if r.seconds is not None else "-"
+    epochs = "-" if r.epochs_run is None else r.epochs_run
+    return f"trial {t.number:>3}{preset} {t.state.name.lower():<8} value={value} epochs={epochs} {secs}{reason}"
 
 
 def requeue_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue a failed trial's parameters again, as Optuna's heartbeat retry does.
 
     The new WAITING trial carries ``failed_trial`` = the original number, so the failed one no
-    longer counts as finished (see :func:`finished_count`).
+    longer counts as finished (see :func:`finished_count`), and the first attempt's seed and seed-net
+    name, so that the retry trains exactly what the first attempt would have.
     """
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    record = TrialRecord.of(trial)
+    keep = {k: v for k, v in (("preset", record.preset), ("seed", record.seed)) if v is not None}
     study.add_trial(optuna.trial.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={k: v for k, v in trial.user_attrs.items() if k == "preset"},
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions, user_attrs=keep,
         system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                       "retry_history": history},
     ))
 
 
-def worker_seed(seed: int, worker: bool) -> int:
-    """A worker draws its own sampler seed so that parallel workers do not propose identical trials."""
-    if not worker:
-        return seed
-    return (seed * 31 + hash((socket.gethostname(), os.getpid()))) % (2**31 - 1)
-
-
 @dataclass(frozen=True)
 class Prepared:
-    """A study ready to take trials: its storage, data context and search space."""
+    """A study ready to take trials: its definition (named), storage, data context and search space."""
 
+    defn: StudyDef
     study: optuna.Study
     storage: optuna.storages.BaseStorage
     data: DataContext
@@ -262,12 +262,30 @@ class Prepared:
     device: Any
 
 
-def prepare_study(defn: StudyDef, opts: RunOptions) -> Prepared:
+def open_data(defn: StudyDef, *, device: str, cache_dir: Path | None = None) -> DataContext:
+    """The study's data, loaded (and cached) once at its first input size: a bad source fails here."""
+    space = SearchSpace.from_dict(dict(defn.space))
+    first = InputCfg(image_size=space.image_size[0], color=space.color[0], resize=space.resize[0])
+    data = DataContext(source=defn.data.source or None, device=resolve_device(device), folds=defn.cv.folds,
+                       seed=defn.study.seed, cache_dir=cache_dir, default_input=first)
+    info = describe(data.dataset(first))
+    _log.info("data: %s: %s (%d training images, %d test images kept apart)", info["note"], info["source"],
+              info["train_images"], info["test_images"])
+    return data
+
+
+def name_study(defn: StudyDef, data: DataContext) -> StudyDef:
+    """``defn`` under its own name, or, without one, under the data's (:func:`name_from_data`)."""
+    if defn.name:
+        return defn
+    return defn.named(name_from_data(data.source, data.dataset(data.default_input).fingerprint))
+
+
+def prepare_study(defn: StudyDef, opts: RunOptions, data: DataContext | None = None) -> Prepared:
     """Check the run folder and storage, load the data once, create or join the study.
 
     Everything that can fail on bad input fails here, before any trial is asked for.
     """
-    device = resolve_device(opts.device)
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(opts.run_dir, os.W_OK):
         raise SearchError(f"output folder is not writable: {opts.run_dir}")
@@ -276,35 +294,31 @@ def prepare_study(defn: StudyDef, opts: RunOptions) -> Prepared:
             "several processes on one SQLite file fail with 'database is locked'. For workers use a server "
             "database (--storage postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db) or, on one "
             "machine, Optuna's journal file storage (--storage journal:///path/to/journal.log)")
-
-    space = SearchSpace.from_dict(dict(defn.space))
-    first = InputCfg(image_size=space.image_size[0], color=space.color[0], resize=space.resize[0])
-    data = DataContext(source=defn.data.source or None, device=device, folds=defn.cv.folds, seed=defn.study.seed,
-                       cache_dir=opts.cache_dir, default_input=first)
-    # Load (and cache) the data once up front: a bad source fails before any study is touched.
-    ds = data.dataset(first)
-    info = describe(ds)
-    _log.info("data: %s: %s (%d training images, %d test images kept apart)", info["note"], info["source"],
-              info["train_images"], info["test_images"])
-
+    data = data or open_data(defn, device=opts.device, cache_dir=opts.cache_dir)
+    defn = name_study(defn, data)
+    # Bit-for-bit repeatable training where torch offers it (slower on some GPU kernels).
+    torch.use_deterministic_algorithms(defn.training.deterministic, warn_only=False)
+    ds = data.dataset(data.default_input)
     storage = open_storage(opts.storage_url, defn.storage)
-    study, created = open_study(defn, storage, seed=worker_seed(defn.study.seed, opts.worker),
-                                data_fingerprint=ds.fingerprint)
+    study, created = open_study(defn, storage, seed=sampler_seed(defn.study.seed, worker=opts.worker),
+                                data_fingerprint=ds.fingerprint, num_classes=len(ds.classes))
     if created:
-        study.set_user_attr("data", info)
-        study.set_user_attr("storage", redact(opts.storage_url))
+        study.set_user_attr("data", describe(ds))
     atomic.write_text(opts.run_dir / "study.toml", defn.to_toml())
-    return Prepared(study=study, storage=storage, data=data, space=space, device=device)
+    return Prepared(defn=defn, study=study, storage=storage, data=data, space=SearchSpace.from_dict(dict(defn.space)),
+                    device=data.device)
 
 
-def run_study(defn: StudyDef, opts: RunOptions, *, stop: threading.Event | None = None) -> RunOutcome:
+def run_study(defn: StudyDef, opts: RunOptions, *, stop: threading.Event | None = None,
+              data: DataContext | None = None) -> RunOutcome:
     """Run trials until the study has ``opts.trials`` finished ones (or the timeout passes)."""
     stop = stop or threading.Event()
-    prep = prepare_study(defn, opts)
-    study, storage, data, space, device = prep.study, prep.storage, prep.data, prep.space, prep.device
+    prep = prepare_study(defn, opts, data)
+    defn, study, storage, data, space, device = prep.defn, prep.study, prep.storage, prep.data, prep.space, prep.device
 
     objective = make_objective(data=data, space=space, max_epochs=defn.training.max_epochs,
-                               metric=defn.study.metric, study_seed=defn.study.seed, stop=stop)
+                               metric=defn.study.metric, study_seed=defn.study.seed,
+                               objective=defn.study.objective, stop=stop)
     target = opts.trials
     done = finished_count(study)
     _log.info("study %s: %d/%d finished trials, storage %s, device %s", defn.name, done, target,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -29,12 +30,16 @@ __all__ = [
     "study_def_from_dict",
     "apply_overrides",
     "find_study_file",
+    "name_from_data",
     "METRICS",
+    "OBJECTIVES",
     "SAMPLERS",
     "PRUNERS",
 ]
 
 METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
+# What a trial's value is: its best epoch's fold-mean score, or its last epoch's (search.objective).
+OBJECTIVES = ("best_epoch", "last_epoch")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving", "hyperband", "wilcoxon", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -52,18 +57,22 @@ def _choice(name: str, value: str, valid: Sequence[str]) -> None:
 
 @dataclass(frozen=True)
 class StudySection:
-    name: str = "anklealign"
+    name: str = ""  # "" = named after the data: "<archive or folder stem>-<8 hex of its fingerprint>"
     seed: int = 0
     trials: int = 100
     metric: str = "macro_f1"
+    objective: str = "best_epoch"
     enqueue_presets: tuple[str, ...] = _PRESET_NAMES
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\:") or self.name.startswith("."):
+        if any(c in self.name for c in "/\\:") or self.name.startswith(".") or self.name != self.name.strip():
             raise StudyDefError(f"study.name must be a plain name without / \\ or :, got {self.name!r}")
+        if self.seed < 0:
+            raise StudyDefError(f"study.seed must be >= 0, got {self.seed}")
         if self.trials < 1:
             raise StudyDefError(f"study.trials must be >= 1, got {self.trials}")
         _choice("study.metric", self.metric, METRICS)
+        _choice("study.objective", self.objective, OBJECTIVES)
         for p in self.enqueue_presets:
             _choice("study.enqueue_presets", p, _PRESET_NAMES)
 
@@ -86,6 +95,7 @@ class CVSection:
 class TrainingSection:
     max_epochs: int = 12
     device: str = "auto"
+    deterministic: bool = False  # torch.use_deterministic_algorithms (--deterministic)
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1:
@@ -162,8 +172,8 @@ _SECTIONS: dict[str, type] = {
 }
 
 # Keys that do not change what a trial computes: a worker may differ in these and still join.
-_RUN_ONLY = {("study", "trials"), ("training", "device"), ("data", "source"), ("final", "seeds"),
-             ("final", "baseline_presets"), ("final", "bootstrap")}
+_RUN_ONLY = {("study", "trials"), ("training", "device"), ("training", "deterministic"), ("data", "source"),
+             ("final", "seeds"), ("final", "baseline_presets"), ("final", "bootstrap")}
 
 
 @dataclass(frozen=True)
@@ -183,6 +193,10 @@ class StudyDef:
     @property
     def name(self) -> str:
         return self.study.name
+
+    def named(self, name: str) -> StudyDef:
+        """The same definition under study name ``name`` (validated)."""
+        return dataclasses.replace(self, study=dataclasses.replace(self.study, name=name))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists instead of tuples), the form written to study.toml."""
@@ -285,6 +299,20 @@ def _validate_space(space_raw: Mapping[str, Any]) -> None:
         SearchSpace.from_dict(dict(space_raw))
     except (ValueError, TypeError) as exc:
         raise StudyDefError(f"[space]: {exc}") from exc
+
+
+def name_from_data(source: str | None, fingerprint: str) -> str:
+    """The default study name: the archive or folder stem and 8 hex digits of the data's fingerprint.
+
+    ``anklealign.zip`` -> ``anklealign-1f3a9c0e``; the synthetic twin (``source`` None) -> ``twin-...``.
+    Another dataset, or the same folder with other labels, gets another name, so studies of two
+    datasets never mix in one run folder.
+    """
+    stem = "twin" if not source else Path(source.rstrip("/\\")).name
+    for suffix in (".zip", ".ZIP"):
+        stem = stem.removesuffix(suffix)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "data"
+    return f"{stem}-{fingerprint[:8]}"
 
 
 def find_study_file(study: str) -> Path:

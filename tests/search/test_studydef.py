@@ -11,7 +11,8 @@ from search.studydef import StudyDefError, load_study_def
 
 def test_default_study_loads_with_documented_defaults() -> None:
     d = load_study_def("anklealign")
-    assert d.name == "anklealign"
+    assert d.name == ""  # named after its data when it runs (search.studydef.name_from_data)
+    assert d.study.objective == "best_epoch" and d.training.deterministic is False
     assert d.cv.folds == 3
     assert d.study.metric == "macro_f1"
     assert d.study.enqueue_presets == ("baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6")
