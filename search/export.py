@@ -325,13 +325,14 @@ def cli_export(args: argparse.Namespace) -> int:
 
     Writes the same files as the final step into ``--out``.
     """
-    from search.commands import load_study
+    from search.commands import load_study, run_dir_of
     from search.finalize import finalize_trial, format_table, pick_trial, with_final_overrides
 
     defn, study = load_study(args)
     defn = with_final_overrides(defn, args)
     trial = pick_trial(study, getattr(args, "trial", None))
     metrics = finalize_trial(defn, study, trial, out_dir=Path(args.out_dir).expanduser(),
+                             run_dir=run_dir_of(args, defn), command="export",
                              device=getattr(args, "device", None) or defn.training.device,
                              data_source=getattr(args, "data", None))
     print(format_table(metrics))

@@ -102,9 +102,10 @@ def test_test_split_is_first_read_by_finalize_after_all_training(tmp_path: Path,
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(finalize_mod, "train_model", logged_train)
-    defn = load_study_def("anklealign", ["training.max_epochs=2", "space.image_size=[16]", "cv.folds=2",
-                                         "final.seeds=2", "final.bootstrap=20", 'final.baseline_presets=["net6"]',
-                                         'study.enqueue_presets=["net0"]', "study.trials=2", "sampler.name=random"])
+    defn = load_study_def("anklealign", ["study.name=anklealign", "training.max_epochs=2", "space.image_size=[16]",
+                                         "cv.folds=2", "final.seeds=2", "final.bootstrap=20",
+                                         'final.baseline_presets=["net6"]', 'study.enqueue_presets=["net0"]',
+                                         "study.trials=2", "sampler.name=random"])
     url = f"sqlite:///{tmp_path / 'study.db'}"
     run_study(defn, RunOptions(trials=2, storage_url=url, run_dir=tmp_path, device="cpu", show_progress=False))
     assert log == []  # trials and model selection never touched the test split (armed: it would have raised)
@@ -117,8 +118,9 @@ def test_test_split_is_first_read_by_finalize_after_all_training(tmp_path: Path,
     assert kinds.count("train") == 4  # 2 seeds of the best trial + 2 of net6
     assert "train" not in kinds[first_test:]  # every model was trained before the test split was read
     assert log[first_test][2] == "finalize.py:_read_test"
-    assert metrics["classes_scored"] == ["pronation", "neutral"]
+    assert metrics["classes_absent"] == ["supination"]
     assert (tmp_path / "best" / "metrics.json").is_file()
+    assert [r["command"] for r in finalize_mod.test_reads(tmp_path)] == ["finalize"]  # one read, logged
 
 
 # ---- end to end on the small twin (the run is shared with other test files via conftest) ----------
@@ -158,8 +160,15 @@ def test_metrics_hold_intervals_baselines_and_humans(metrics: dict[str, Any]) ->
     assert base["net6"]["kind"] == "preset" and base["net6"]["accuracy"]["ci95"]
     humans = metrics["annotators"]
     assert humans["available"] and humans["n_annotators"] >= 2
-    assert 1 <= humans["model_rank"]["model"]["rank"] <= humans["model_rank"]["model"]["of"]
-    assert metrics["classes_scored"] and set(metrics["classes_scored"]) <= set(CLASSES)
+    for name in ("model", "ensemble"):  # the rank is the like-for-like count, annotator by annotator
+        rows = [r for r in humans["per_annotator"] if r["accuracy"] is not None]
+        beaten_by = [r["annotator"] for r in rows if r["accuracy"] > r["model_accuracy"][name]]
+        assert humans["model_rank"][name] == {**humans["model_rank"][name], "rank": 1 + len(beaten_by),
+                                              "of": len(rows) + 1, "beaten_by": beaten_by}
+    counts = metrics["test_set"]["class_counts"]
+    assert metrics["classes_absent"] == [c for c in CLASSES if counts[c] == 0]
+    assert metrics["test_reads"]["count"] == 1  # the run's final step is the study's only read so far
+    assert [len(losses) for losses in metrics["train_loss"]] == [metrics["epochs"]] * 2
     assert metrics["onnx"]["max_abs_diff"] <= metrics["onnx"]["tolerance"]
     assert format_table(metrics).splitlines()[0].startswith("data: SYNTHETIC TWIN")
 
