@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from search.errors import SearchError
 from search.runner import requeue_trial
-from search.storage import is_sqlite
+from search.storage import ENV_STORAGE, is_sqlite
 
 __all__ = ["JobPlan", "plan_jobs", "journal_url", "run_children", "recover_orphans"]
 
@@ -73,14 +73,16 @@ def run_children(plan: JobPlan, *, study_file: Path, storage_url: str, out: Path
     """
     procs = []
     for i, gpu in enumerate(plan.gpus):
-        env = dict(os.environ)
+        # The URL may hold a password: children get it in their environment, never on their command
+        # line (which every user of the machine can read in /proc/<pid>/cmdline).
+        env = {**os.environ, ENV_STORAGE: storage_url}
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         # A CPU job gets its share of the cores rather than every job using all of them.
         if gpu is None and plan.jobs > 1:
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.jobs)))
         argv = [sys.executable, "-m", "search", *(["-q"] if quiet or plan.jobs > 1 else []), "worker",
-                "--study", str(study_file), "--storage", storage_url, "--out", str(out),
+                "--study", str(study_file), "--out", str(out),
                 "--trials", str(trials), "--device", "cuda" if gpu is not None else device if device != "auto"
                 else "cpu"]
         _log.info("starting trial process %d/%d%s", i + 1, plan.jobs, f" on GPU {gpu}" if gpu is not None else "")

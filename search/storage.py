@@ -23,7 +23,8 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from search.errors import SearchError
 from search.studydef import StorageSection
 
-__all__ = ["StorageError", "default_url", "redact", "open_storage", "is_sqlite", "is_journal"]
+__all__ = ["StorageError", "ENV_STORAGE", "default_url", "redact", "hide_secret", "open_storage", "is_sqlite",
+           "is_journal"]
 
 _log = logging.getLogger(__name__)
 
@@ -36,9 +37,43 @@ def default_url(run_dir: Path) -> str:
     return f"sqlite:///{run_dir.resolve() / 'study.db'}"
 
 
+ENV_STORAGE = "SEARCH_STORAGE_URL"  # how a parent hands the storage URL to its trial processes (never argv)
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for logs, reports and attributes)."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    """The URL with any password replaced by ``***`` (the only form of a URL ever displayed).
+
+    SQLAlchemy parses the URL (a password may hold ``/ @ : % #``, percent-encoded or not) and renders
+    it with the password hidden. A string it cannot parse is shown with everything between the
+    scheme and the last ``@`` hidden, in case that part holds a secret.
+    """
+    if is_journal(url) or is_sqlite(url):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://).*@", r"\1***@", url)
+
+
+def hide_secret(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with the URL's password, raw or encoded, replaced by ``***``."""
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except (ArgumentError, ValueError):
+        password = None
+    text = text.replace(url, redact(url))
+    if password:
+        for form in {str(password), quote(str(password), safe=""), quote(str(password))}:
+            text = text.replace(form, "***")
+    return text
 
 
 def is_sqlite(url: str) -> bool:
@@ -86,10 +121,10 @@ def open_storage(url: str, section: StorageSection, *, heartbeat: bool = True) -
     except ModuleNotFoundError as exc:
         extra = "postgres" if "psycopg" in str(exc) else "mysql" if "mysql" in str(exc).lower() else None
         hint = f" (install the '{extra}' extra: pip install -e '.[{extra}]')" if extra else ""
-        raise StorageError(f"no database driver for {redact(url)}: {exc}{hint}") from exc
+        raise StorageError(f"no database driver for {redact(url)}: {hide_secret(str(exc), url)}{hint}") from exc
     except Exception as exc:  # sqlalchemy OperationalError & co: one readable line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise StorageError(f"cannot open storage {redact(url)}: {redact(first)}") from exc
+        raise StorageError(f"cannot open storage {redact(url)}: {hide_secret(first, url)}") from exc
 
 
 def _sqlite_wal(storage: RDBStorage) -> None:
