@@ -164,7 +164,7 @@ def inspect(source: str | Path | None = None, *, cache_dir: Path | None = None) 
     path, label = _resolve(source, cache)
     with open_source(path) as src:
         result, _ = _scanned(src, src.fingerprint(cache), cache, None)
-    return QualityReport.from_dict(result["report"], source=label)
+    return QualityReport.from_dict(result["report"], source=label, fingerprint=result["fingerprint"])
 
 
 def _resolve(source: str | Path | None, cache: Path) -> tuple[Path, str]:
@@ -252,4 +252,4 @@ def _dataset(result: dict[str, Any], images: torch.Tensor, *, label: str, target
         annotators=tuple(result["annotators"]), classes=tuple(result["classes"]), kind=result["kind"],
         synthetic=bool(result["synthetic"]), source=label, fingerprint=result["fingerprint"],
         image_size=target.size, color=target.color, resize=target.resize,
-        report=QualityReport.from_dict(result["report"], source=label))
+        report=QualityReport.from_dict(result["report"], source=label, fingerprint=result["fingerprint"]))

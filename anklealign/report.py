@@ -28,6 +28,7 @@ class QualityReport:
     leakage_removed: int
     skipped: tuple[dict[str, str], ...]   # every unused file: {"path", "reason"}
     source: str = ""
+    fingerprint: str = ""                 # sha256 of the labelled content (Dataset.fingerprint)
     images_skipped: int = 0               # image files among ``skipped``
     unlabelled: int = 0                   # decodable images with no label anywhere (not test images)
     agreement: dict[str, float | None] = field(default_factory=dict)
@@ -41,11 +42,11 @@ class QualityReport:
     consensus_problems: tuple[dict[str, str], ...] = ()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str) -> QualityReport:
+    def from_dict(cls, data: dict[str, Any], *, source: str, fingerprint: str = "") -> QualityReport:
         """Build from a stored scan's report dict (unknown keys are ignored)."""
         names = {f.name for f in fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
-        return cls(**{**values, "source": source})
+        return cls(**{**values, "source": source, "fingerprint": fingerprint or values.get("fingerprint", "")})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict: the agreed keys first, then the details."""

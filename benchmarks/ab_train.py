@@ -46,10 +46,19 @@ def load_other(path: Path) -> ModuleType:
     return module
 
 
+def _fold(mod: ModuleType, cfg: object, pool: object) -> object:
+    """A fold of either version (older ones also took the schedule's epoch count)."""
+    try:
+        return mod._Fold(cfg, pool, np.arange(POOL * 2 // 3), 0, torch.device("cpu"))
+    except TypeError:
+        return mod._Fold(cfg, pool, np.arange(POOL * 2 // 3), 0, torch.device("cpu"), 100)
+
+
 def _epoch(mod: ModuleType, pool: object, fold: object, cfg: object) -> float:
     """Images/s of one training epoch of ``fold`` with that version's loop."""
     t0 = time.perf_counter()
     seen = mod._train_epoch(fold, pool, cfg, None)
+    seen = seen[0] if isinstance(seen, tuple) else seen  # newer versions also return the epoch's loss
     return seen / (time.perf_counter() - t0)
 
 
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         state = {}
         for tag, mod in versions.items():
             pool = mod.TrainPool(images=images, labels=labels, groups=np.arange(POOL), num_classes=3)
-            state[tag] = (mod, pool, mod._Fold(cfg, pool, np.arange(POOL * 2 // 3), 0, torch.device("cpu"), 100))
+            state[tag] = (mod, pool, _fold(mod, cfg, pool))
 
         for tag in state:  # warm-up
             _epoch(*state[tag], cfg)

@@ -120,7 +120,7 @@ class Case:
         self.pool = tr.TrainPool(images=ds.train.images.to(device), labels=ds.train.labels.to(device),
                                  groups=ds.train.groups.numpy(), num_classes=len(ds.classes))
         # (a) the real path: a fold over the whole pool, trained an epoch at a time.
-        self.fold = tr._Fold(self.cfg, self.pool, np.arange(self.n), 0, device, epochs=100)
+        self.fold = tr._Fold(self.cfg, self.pool, np.arange(self.n), 0, device)
         # (b) the same model, one pre-made normalised (augmented) batch, no input pipeline.
         torch.manual_seed(0)
         bs = self.cfg.train.batch_size
@@ -145,7 +145,7 @@ class Case:
     def ours(self) -> float:
         _sync(self.device)
         t0 = time.perf_counter()
-        seen = tr._train_epoch(self.fold, self.pool, self.cfg, None)
+        seen, _ = tr._train_epoch(self.fold, self.pool, self.cfg, None)
         _sync(self.device)
         return seen / (time.perf_counter() - t0)
 

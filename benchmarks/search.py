@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     trials = args.trials or (6 if args.quick else 20)
     if trials < 1:
         ap.error(f"--trials must be >= 1, got {trials}")
-    overrides = [*(QUICK_SET if args.quick else []), *args.overrides]
+    # A fixed study name: each study of this harness has a run folder of its own (tag) anyway.
+    overrides = ["study.name=bench", *(QUICK_SET if args.quick else []), *args.overrides]
     base = load_study_def(args.study, overrides)
     pruners = (list(ALL_PRUNERS) if args.compare else
                args.pruners.split(",") if args.pruners else [base.pruner.name, "none"])

@@ -30,18 +30,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def _add_study_args(p: argparse.ArgumentParser, *, storage_required: bool = False) -> None:
+def _add_study_args(p: argparse.ArgumentParser, *, data: bool = True) -> None:
     p.add_argument("--study", default="anklealign",
-                   help="study name (studies/<name>.toml) or a path to a study TOML (default: anklealign)")
-    p.add_argument("--storage", required=storage_required, default=None,
+                   help="a study definition (studies/<name>.toml or a path to a TOML file) or the name of a "
+                        "run folder under --out (default: anklealign)")
+    p.add_argument("--storage", default=None,
                    help="SQLAlchemy URL of the Optuna storage (default: sqlite:///<out>/<study>/study.db)")
     p.add_argument("--out", default="runs", help="root folder of run outputs (default: runs/)")
+    if data:
+        p.add_argument("--data", default=None,
+                       help="the data the study ran on, which names it (default: the definition's, else the "
+                            "synthetic twin)")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None,
                    help="anklealign.zip, its unzipped folder, or a train/<class>/ test/<class>/ folder "
-                        "(default: the built-in synthetic twin)")
+                        "(default: the built-in synthetic twin); it names the study unless study.name is set")
+    p.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms: bit-for-bit repeatable training (may be slower)")
     p.add_argument("--trials", type=int, default=None,
                    help="run until the study has N finished trials (complete, pruned or failed)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
@@ -65,18 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("run", help="run (or resume) a study, then retrain, score and export the best model")
-    _add_study_args(p)
+    _add_study_args(p, data=False)
     _add_run_args(p)
     p.add_argument("--no-final", action="store_true", help="skip the final retrain/score/export step")
 
     p = sub.add_parser("worker", help="join a shared study and run trials (no final step)")
-    _add_study_args(p, storage_required=True)
+    _add_study_args(p, data=False)
     _add_run_args(p)
 
     p = sub.add_parser("finalize", help="retrain the best trial with several seeds, score on the test set, export")
     _add_study_args(p)
-    p.add_argument("--data", default=None, help="data source (default: the one recorded in the study)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", action="append", default=[], metavar="final.KEY=VALUE", dest="overrides",
+                   help="override a [final] key for this step, e.g. --set final.seeds=3")
 
     p = sub.add_parser("best", help="print the top trials with their configs")
     _add_study_args(p)
@@ -87,11 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p)
 
     p = sub.add_parser("export", help="export a trial's model (weights + config, ONNX, model card)")
-    p.add_argument("--study", default="anklealign", help="study name or path to a study TOML (default: anklealign)")
+    p.add_argument("--study", default="anklealign",
+                   help="a study definition or the name of a run folder under --runs (default: anklealign)")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL of the storage (default: the run folder's)")
     p.add_argument("--runs", dest="out", default="runs", help="root folder of run outputs (default: runs/)")
     p.add_argument("--trial", type=int, default=None, help="trial number (default: the best)")
-    p.add_argument("--data", default=None, help="data source (default: the one recorded in the study)")
+    p.add_argument("--data", default=None, help="the data the study ran on (default: the one recorded in it)")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", dest="out_dir", required=True, help="folder to write the model to")
 

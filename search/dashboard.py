@@ -65,9 +65,10 @@ class _TrialRef:
         return self.study._storage
 
 
-def _metric_of(study: optuna.Study) -> str | None:
+def _metric_of(study: optuna.Study, key: str = "metric") -> str | None:
+    """``[study] metric`` (or another key of that section) of the study's recorded definition."""
     definition = study.user_attrs.get("definition") or {}
-    return (definition.get("study") or {}).get("metric")
+    return (definition.get("study") or {}).get(key)
 
 
 def write_trial_note(study: optuna.Study, trial: FrozenTrial, *, metric: str | None = None) -> None:
@@ -81,7 +82,7 @@ def write_trial_note(study: optuna.Study, trial: FrozenTrial, *, metric: str | N
     try:
         from optuna_dashboard import save_note
 
-        body = trial_note(trial, metric=metric or _metric_of(study))
+        body = trial_note(trial, metric=metric or _metric_of(study), objective=_metric_of(study, "objective"))
         save_note(_TrialRef(study, trial._trial_id), body)  # type: ignore[arg-type]
     except Exception as exc:  # a note is a convenience: it must never stop a search
         _log.warning("could not write the dashboard note of trial %s: %s: %s",

@@ -11,6 +11,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from search.records import TrialRecord
+
 __all__ = ["trial_note", "data_line", "si", "config_facts"]
 
 SYNTHETIC_BANNER = "SYNTHETIC TWIN — not real data"
@@ -87,46 +89,44 @@ def _last_intermediate(t: FrozenTrial) -> tuple[int, float] | None:
     return step, t.intermediate_values[step]
 
 
-def trial_note(trial: FrozenTrial, *, metric: str | None = None) -> str:
+def trial_note(trial: FrozenTrial, *, metric: str | None = None, objective: str | None = None) -> str:
     """A short Markdown note: preset, outcome, the config's key facts, size and time, prune/fail reason.
 
     Args:
-        trial: a trial as the objective records it (user attrs "config", "preset", "best_epoch", ...).
+        trial: a trial as the objective records it (:class:`search.records.TrialRecord`).
         metric: name of the objective (e.g. ``"macro_f1"``); ``None`` says "value".
+        objective: which cross-validated value the study optimises (``best_epoch`` or ``last_epoch``).
     """
-    ua = trial.user_attrs
+    r = TrialRecord.of(trial)
     metric = metric or "value"
-    preset = ua.get("preset")
-    title = f"### Trial {trial.number}" + (f" — seed net `{preset}`" if preset else "")
+    title = f"### Trial {trial.number}" + (f" — seed net `{r.preset}`" if r.preset else "")
     lines = [title, ""]
     state = trial.state.name.lower()
-    epochs = ua.get("epochs_run")
-    max_epochs = (ua.get("config") or {}).get("train", {}).get("max_epochs")
-    run = f"{epochs} of {max_epochs} epochs run" if epochs is not None else "epochs run: ?"
+    max_epochs = (r.config or {}).get("train", {}).get("max_epochs")
+    run = f"{r.epochs_run} of {max_epochs} epochs run" if r.epochs_run is not None else "epochs run: ?"
     if trial.state == TrialState.COMPLETE and trial.value is not None:
-        best = ua.get("best_epoch")
-        lines.append(f"**{state}** · cross-validated {metric} **{trial.value:.4f}** · best epoch "
-                     f"{best if best is not None else '?'} · {run}")
+        chosen = {"best_epoch": "best-epoch", "last_epoch": "last-epoch"}.get(objective or "", "")
+        lines.append(f"**{state}** · cross-validated {metric} **{trial.value:.4f}**"
+                     + (f" (the {chosen} value, which the study optimises)" if chosen else "") + f" · {run}")
+        lines.append("")
+        lines.append(f"best epoch {r.best_epoch if r.best_epoch is not None else '?'}: {_fmt(r.cv_best)} · "
+                     f"last epoch {r.epochs_run if r.epochs_run is not None else '?'}: {_fmt(r.cv_last)}")
     else:
         last = _last_intermediate(trial)
         seen = f" · last validation {metric} {last[1]:.4f} at epoch {last[0] + 1}" if last else ""
         lines.append(f"**{state}**{seen} · {run}")
-    reason = ua.get("prune_reason") or ua.get("fail_reason")
-    if reason and trial.state != TrialState.COMPLETE:
-        lines += ["", f"> {'Pruned' if trial.state == TrialState.PRUNED else 'Reason'}: {reason}"]
+    if r.reason and trial.state != TrialState.COMPLETE:
+        lines += ["", f"> {'Pruned' if trial.state == TrialState.PRUNED else 'Reason'}: {r.reason}"]
     lines += ["", "| | |", "|---|---|"]
-    lines += [f"| {label} | {text} |" for label, text in config_facts(ua.get("config") or {})]
-    size = f"{si(ua.get('params_count'))} params, {si(ua.get('macs'))} MACs"
-    lines.append(f"| size | {size} |")
-    secs = ua.get("seconds")
-    if isinstance(secs, int | float):
-        per_epoch = ua.get("epoch_seconds")
-        per = ""
-        if isinstance(per_epoch, list) and per_epoch:
-            per = f" ({sum(per_epoch) / len(per_epoch):.2f} s/epoch)"
-        elif isinstance(per_epoch, int | float):
-            per = f" ({per_epoch:.2f} s/epoch)"
-        lines.append(f"| time | {secs:.1f} s{per} on {ua.get('device', '?')} |")
-    if "seed" in ua:
-        lines.append(f"| seed | {ua['seed']} |")
+    lines += [f"| {label} | {text} |" for label, text in config_facts(r.config or {})]
+    lines.append(f"| size | {si(r.params_count)} params, {si(r.macs)} MACs |")
+    if r.seconds is not None:
+        per = f" ({sum(r.epoch_seconds) / len(r.epoch_seconds):.2f} s/epoch)" if r.epoch_seconds else ""
+        lines.append(f"| time | {r.seconds:.1f} s{per} on {r.device or '?'} |")
+    if r.seed is not None:
+        lines.append(f"| seed | {r.seed} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4f}"

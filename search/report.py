@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search import atomic
 from search.notes import SYNTHETIC_BANNER
+from search.records import TrialRecord
 from search.report_figures import (
     data_table,
     history_figure,
@@ -42,8 +43,9 @@ __all__ = ["write_report", "write_trials_csv", "trial_rows", "cli_report", "CSV_
 
 _log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("number", "state", "value", "preset", "params_count", "macs", "best_epoch", "epochs_run",
-               "seconds", "prune_reason", "fail_reason", "seed", "device", "datetime_start", "datetime_complete")
+CSV_COLUMNS = ("number", "state", "value", "preset", "params_count", "macs", "cv_best", "best_epoch", "cv_last",
+               "epochs_run", "seconds", "prune_reason", "fail_reason", "seed", "device", "datetime_start",
+               "datetime_complete")
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -61,10 +63,12 @@ def _metric(study: optuna.Study, defn: StudyDef | None) -> str:
     return ((study.user_attrs.get("definition") or {}).get("study") or {}).get("metric", "value")
 
 
+def _definition_key(study: optuna.Study, section: str, key: str) -> Any:
+    return ((study.user_attrs.get("definition") or {}).get(section) or {}).get(key)
+
+
 def _folds(study: optuna.Study, defn: StudyDef | None) -> int | None:
-    if defn is not None:
-        return defn.cv.folds
-    return ((study.user_attrs.get("definition") or {}).get("cv") or {}).get("folds")
+    return defn.cv.folds if defn is not None else _definition_key(study, "cv", "folds")
 
 
 def _fig_html(fig: go.Figure) -> str:
@@ -80,7 +84,7 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     names = sorted({p for t in trials for p in t.params})
     rows = []
     for t in trials:
-        ua = t.user_attrs
+        record = TrialRecord.of(t).as_dict()
         row: dict[str, Any] = {
             "number": t.number, "state": t.state.name, "value": t.value,
             "datetime_start": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
@@ -88,7 +92,7 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
                                   if t.datetime_complete else None),
         }
         for key in CSV_COLUMNS:
-            row.setdefault(key, ua.get(key))
+            row.setdefault(key, record.get(key))
         row.update({f"params_{n}": t.params.get(n) for n in names})
         rows.append(row)
     return rows
@@ -131,7 +135,9 @@ def _data_section(study: optuna.Study, metric: str, defn: StudyDef | None) -> st
     else:
         head = (f'<p class="real">Data: {html.escape(str(data.get("note", "real data")))}: '
                 f'{html.escape(str(data.get("source", "?")))}</p>')
-    return head + _fig_html(data_table(study, metric=metric, folds=_folds(study, defn)))
+    objective = defn.study.objective if defn is not None else _definition_key(study, "study", "objective")
+    return head + _fig_html(data_table(study, metric=metric, folds=_folds(study, defn),
+                                       objective=objective or "best_epoch"))
 
 
 def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_name: str) -> str:
@@ -142,6 +148,21 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
     data = metrics.get("data")
     if isinstance(data, Mapping) and data.get("synthetic"):
         parts.append(f'<p class="banner">{SYNTHETIC_BANNER}</p>')
+    reads = (metrics.get("test_reads") or {}).get("count") if isinstance(metrics.get("test_reads"), Mapping) else None
+    if isinstance(reads, int) and reads > 1:
+        parts.append(f'<p class="banner">The test labels were read {reads} times (test_reads.jsonl): only the '
+                     "first read is untouched by choices made after seeing a test score</p>")
+    cv = metrics.get("cv")
+    if isinstance(cv, Mapping) and cv.get("best_epoch_value") is not None:
+        chosen = "best-epoch" if cv.get("objective") == "best_epoch" else "last-epoch"
+        parts.append(_note(f"Cross-validated {cv.get('metric')} of the trial: {cv.get('value'):.4f}, the {chosen} "
+                           f"value the study optimised (best epoch {cv.get('best_epoch')}: "
+                           f"{cv['best_epoch_value']:.4f}; last epoch {cv.get('epochs_run')}: "
+                           f"{cv.get('last_epoch_value') or float('nan'):.4f}). "
+                           f"Retrained for {metrics.get('epochs_reason', '?')}."))
+    if metrics.get("classes_absent"):
+        parts.append(_note(f"Absent from the test set: {', '.join(metrics['classes_absent'])} (F1 0 in macro-F1, no "
+                           "recall; balanced accuracy averages the classes present)."))
     rows, names = metrics_rows(metrics)
     if not rows:
         return "".join(parts) + _note("best/metrics.json holds no test metrics in the expected form "

@@ -15,6 +15,8 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
+from search.records import TrialRecord
+
 __all__ = ["data_table", "history_figure", "learning_curves_figure", "importance_figure", "parallel_figure",
            "presets_figure", "metrics_rows", "metrics_figure", "MIN_TRIALS_FOR_IMPORTANCE"]
 
@@ -31,8 +33,8 @@ Point = tuple[float, float | None, float | None]  # mean, ci95 low, ci95 high
 _NOT_SYSTEMS = frozenset({"model_rank", "per_class", "agreement", "confusion"})
 
 
-def data_table(study: optuna.Study, *, metric: str, folds: int | None) -> go.Figure:
-    """A table: which data, how many trials in which state, the best trial."""
+def data_table(study: optuna.Study, *, metric: str, folds: int | None, objective: str = "best_epoch") -> go.Figure:
+    """A table: which data, how many trials in which state, the best trial (both of its CV values)."""
     data = study.user_attrs.get("data") or {}
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -43,11 +45,10 @@ def data_table(study: optuna.Study, *, metric: str, folds: int | None) -> go.Fig
         ("kind", data.get("kind", "?")), ("fingerprint", str(data.get("fingerprint", "?"))[:16]),
         ("classes", ", ".join(map(str, data.get("classes", [])))),
         ("training pool / test images", f"{data.get('train_images', '?')} / {data.get('test_images', '?')}"),
-        ("objective", f"{metric}, mean over {folds if folds else '?'} cross-validation folds"),
+        ("objective", f"{metric}, mean over {folds if folds else '?'} cross-validation folds, "
+                      f"at each trial's {'best' if objective == 'best_epoch' else 'last'} epoch (the value optimised)"),
         ("trials", ", ".join(f"{n} {s}" for s, n in states.items()) or "none"),
-        ("best trial", f"#{best.number}: {best.value:.4f}" + (f" ({best.user_attrs['preset']})"
-                                                              if "preset" in best.user_attrs else "")
-         if best else "none yet"),
+        ("best trial", _best_line(best)),
     ]
     fig = go.Figure(go.Table(header={"values": ["", ""], "height": 4},
                              cells={"values": [[r[0] for r in rows], [str(r[1]) for r in rows]],
@@ -55,6 +56,15 @@ def data_table(study: optuna.Study, *, metric: str, folds: int | None) -> go.Fig
                              columnwidth=[1, 4]))
     fig.update_layout(height=26 * len(rows) + 40, margin={"l": 0, "r": 0, "t": 10, "b": 0})
     return fig
+
+
+def _best_line(best: FrozenTrial | None) -> str:
+    if best is None:
+        return "none yet"
+    r = TrialRecord.of(best)
+    fmt = lambda v: "?" if v is None else f"{v:.4f}"  # noqa: E731
+    return (f"#{best.number}: {best.value:.4f}" + (f" ({r.preset})" if r.preset else "")
+            + f"; best epoch {r.best_epoch}: {fmt(r.cv_best)}, last epoch {r.epochs_run}: {fmt(r.cv_last)}")
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:

@@ -29,7 +29,10 @@ def small_twin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Settings that make a study tiny enough for the CPU test suite.
-FAST = ["--set", "training.max_epochs=2", "--set", "space.image_size=[32]", "--set", "cv.folds=2",
+# The study name is fixed ("anklealign") so that tests find the run folder; tests/search/test_any_dataset.py
+# checks the default, a name derived from the data.
+FAST = ["--set", "study.name=anklealign", "--set", "training.max_epochs=2", "--set", "space.image_size=[32]",
+        "--set", "cv.folds=2",
         "--set", "final.seeds=2", "--set", "final.bootstrap=50", "--set", "final.baseline_presets=[\"net6\"]"]
 
 

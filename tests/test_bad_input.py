@@ -24,7 +24,8 @@ import optuna
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--set", "training.max_epochs=2", "--set", "space.image_size=[32]", "--set", "cv.folds=2",
+FAST = ["--set", "study.name=anklealign", "--set", "training.max_epochs=2", "--set", "space.image_size=[32]",
+        "--set", "cv.folds=2",
         "--set", "final.seeds=2", "--set", "final.bootstrap=50", "--set", "final.baseline_presets=[\"net6\"]"]
 
 
@@ -134,6 +135,18 @@ CASES = [
                                                    *_run(w, o)[4:]], "output folder"),
     Case("cuda without a GPU", lambda w, o: _run(w, o, "--device", "cuda"), "cuda"),
     Case("best on a missing study", lambda w, o: ["search", "best", "--out", str(w / "nothing")], "no study"),
+    Case("report on a missing study", lambda w, o: ["search", "report", "--study", "gone", "--out", str(o)],
+         "no study"),
+    Case("finalize on a missing study", lambda w, o: ["search", "finalize", "--out", str(w / "nothing")], "no study"),
+    Case("export of a missing trial", lambda w, o: ["search", "export", "--runs", str(o), "--trial", "999",
+                                                    "--out", str(w / "exported")], "no trial 999"),
+    Case("worker without a storage", lambda w, o: ["search", "worker", "--out", str(o), *FAST], "--storage"),
+    Case("worker on SQLite", lambda w, o: ["search", "worker", "--out", str(o), "--storage",
+                                           f"sqlite:///{o / 'anklealign' / 'study.db'}", *FAST], "sqlite"),
+    Case("synth over an existing folder", lambda w, o: ["anklealign", "synth", "--out", str(o)],  # o/anklealign
+         "already exists"),
+    Case("synth with a bad scale", lambda w, o: ["anklealign", "synth", "--out", str(w / "t"), "--scale", "0"],
+         "scale"),
     Case("dashboard port in use", lambda w, o: ["search", "dashboard", "--out", str(o), "--port",
                                                 str(_busy_port())], "in use"),
     # models and images
@@ -221,6 +234,15 @@ def test_cli_subprocess_smoke(argv: list[str], tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
 
 
-def test_bad_input_table_size() -> None:
-    print(f"\nbad-input table: {len(CASES)} cases")
-    assert len(CASES) >= 25
+def test_the_table_covers_every_command(tmp_path: Path, run_copy_root: tuple[Path, Path]) -> None:
+    """Every subcommand of both command lines meets bad input in the table above (a new one must, too)."""
+    from search.cli import build_parser
+
+    commands = {("search", c) for c in build_parser()._subparsers._group_actions[0].choices}
+    commands |= {("anklealign", "inspect"), ("anklealign", "synth")}
+    covered = set()
+    for i, case in enumerate(CASES):
+        (tmp_path / f"case{i}").mkdir()
+        covered.add(tuple(case.make(tmp_path / f"case{i}", run_copy_root[0])[:2]))
+    assert commands - covered == set()
+    print(f"\nbad-input table: {len(CASES)} cases over {len(commands)} commands")

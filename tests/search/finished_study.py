@@ -35,7 +35,7 @@ def build_study(out: Path, *, name: str = "anklealign", n_trials: int = 12, seed
     space = SearchSpace.from_dict(dict(defn.space))
     mem = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     for p in PRESETS[:n_trials]:
-        mem.enqueue_trial(to_params(preset_trial(p, space, EPOCHS), space), user_attrs={"preset": p})
+        mem.enqueue_trial(to_params(preset_trial(p, space, EPOCHS, num_classes=3), space), user_attrs={"preset": p})
     rng = random.Random(seed)
     for i in range(n_trials):
         trial = mem.ask()
@@ -51,7 +51,8 @@ def build_study(out: Path, *, name: str = "anklealign", n_trials: int = 12, seed
             scores.append(ceiling * (1 - math.exp(-(epoch + 1) / 2)) + 0.02 * rng.random())
             trial.report(scores[-1], epoch)
         best = max(range(len(scores)), key=scores.__getitem__)
-        for key, value in {"best_epoch": best + 1, "epochs_run": len(scores),
+        for key, value in {"best_epoch": best + 1, "cv_best": scores[best], "cv_last": scores[-1],
+                           "epochs_run": len(scores),
                            "epoch_seconds": [0.5] * len(scores), "seconds": 0.5 * len(scores) + 0.1}.items():
             trial.set_user_attr(key, value)
         if failed:
@@ -72,7 +73,6 @@ def build_study(out: Path, *, name: str = "anklealign", n_trials: int = 12, seed
     study.set_user_attr("definition", defn.to_dict())
     study.set_user_attr("definition_hash", defn.definition_hash())
     study.set_user_attr("data", DATA)
-    study.set_user_attr("storage", f"sqlite:///{run_dir / 'study.db'}")
     return study
 
 

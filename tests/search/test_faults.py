@@ -58,7 +58,7 @@ def _worker(url: str, name: str, tmp: Path, data: Path, cache: Path, trials: int
             extra: list[str] = (), slow_epoch_s: float = 0.0) -> subprocess.Popen:
     study_file = tmp / f"{name}.toml"
     if not study_file.exists():
-        text = (ROOT / "studies" / "anklealign.toml").read_text().replace('name = "anklealign"', f'name = "{name}"')
+        text = (ROOT / "studies" / "anklealign.toml").read_text().replace('name = ""', f'name = "{name}"')
         study_file.write_text(text)
     main = ["-c", _SLOW_MAIN.format(delay=slow_epoch_s)] if slow_epoch_s else ["-m", "search"]
     args = [sys.executable, *main, "-q", "worker", "--study", str(study_file), "--storage", url,

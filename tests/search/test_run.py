@@ -15,6 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import anklealign
 from search.cli import main
 from search.data import DataContext
 from search.objective import make_objective
@@ -25,8 +26,8 @@ from space.search_space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ["baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6"]
-TRIAL_ATTRS = {"config", "seed", "params_count", "macs", "device", "best_epoch", "epochs_run", "epoch_seconds",
-               "train_images_per_s", "seconds", "peak_memory_mb", "worker"}
+TRIAL_ATTRS = {"config", "seed", "params_count", "macs", "device", "best_epoch", "cv_best", "cv_last", "epochs_run",
+               "epoch_seconds", "train_images_per_s", "seconds", "peak_memory_mb", "worker"}
 
 
 def _study(out: Path, name: str = "anklealign") -> optuna.Study:
@@ -44,6 +45,10 @@ def test_run_four_trials_records_everything(small_twin: Path, tmp_path: Path, fa
     for t in done:
         assert TRIAL_ATTRS <= set(t.user_attrs), TRIAL_ATTRS - set(t.user_attrs)
         assert len(t.intermediate_values) == t.user_attrs["epochs_run"]
+        curve = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
+        assert t.user_attrs["cv_last"] == curve[-1] and t.user_attrs["cv_best"] == max(curve)
+        if t.state == TrialState.COMPLETE:  # the study's objective is the best epoch's value
+            assert t.value == t.user_attrs["cv_best"] == curve[t.user_attrs["best_epoch"] - 1]
     assert study.user_attrs["data"]["synthetic"] is True
     assert (tmp_path / "anklealign" / "study.toml").is_file()
     assert study.user_attrs["definition"]["cv"]["folds"] == 2
@@ -86,7 +91,7 @@ def test_a_trial_is_pruned_through_the_real_objective(small_twin: Path, data_cac
     assert "pruned at epoch 1" in t.user_attrs["prune_reason"]
 
 
-def test_folds_never_split_a_duplicate_group(small_twin: Path, data_cache: Path) -> None:
+def test_folds_never_split_a_duplicate_group(small_twin: Path, data_cache: Path, tmp_path: Path) -> None:
     data = DataContext(source=str(small_twin), device=__import__("torch").device("cpu"), folds=3, seed=0,
                        cache_dir=data_cache)
     pool, folds = data.pool(InputCfg(image_size=32))
@@ -95,16 +100,72 @@ def test_folds_never_split_a_duplicate_group(small_twin: Path, data_cache: Path)
         for g in np.unique(pool.groups[val]):
             assert seen.setdefault(int(g), i) == i, f"group {g} in folds {seen[int(g)]} and {i}"
     assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(len(pool.labels)))
-    # No test image, nor any image of a test image's duplicate group, is in the pool a trial sees.
+    # No test image, nor any image of a test image's duplicate group, is in the pool a trial sees:
+    # the twin's planted copies of consensus pictures (exact and near) are all kept out.
     ds = data.dataset(InputCfg(image_size=32))
-    assert not set(ds.test.ids) & set(ds.train.ids)
+    assert not set(ds.test.groups.tolist()) & set(ds.train.groups.tolist())
+    manifest = anklealign.synth(tmp_path / "again", seed=0, scale=0.2)  # small_twin's ground truth, rewritten
+    assert manifest.consensus_duplicates and not set(manifest.consensus_duplicates) & set(ds.train.ids)
+
+
+def _one_trial(small_twin: Path, data_cache: Path) -> optuna.trial.FrozenTrial:
+    space = SearchSpace.from_dict({"image_size": [16], "n_blocks": [2, 2]})
+    data = DataContext(source=str(small_twin), device=__import__("torch").device("cpu"), folds=2, seed=0,
+                       cache_dir=data_cache)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(make_objective(data=data, space=space, max_epochs=2, metric="macro_f1", study_seed=0), n_trials=1)
+    return study.trials[0]
+
+
+def test_a_nan_loss_prunes_the_trial_with_the_reason(small_twin: Path, data_cache: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.train
+
+    real = search.train.normalize
+    monkeypatch.setattr(search.train, "normalize", lambda x: real(x) * float("nan"))  # a diverging net
+    t = _one_trial(small_twin, data_cache)
+    assert t.state == TrialState.PRUNED
+    assert t.user_attrs["prune_reason"].startswith("non-finite loss: training loss became nan")
+    assert "config" in t.user_attrs and t.user_attrs["epochs_run"] == 0
+
+
+def test_out_of_memory_prunes_the_trial_with_the_reason(small_twin: Path, data_cache: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import search.train
+
+    def oom(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(search.train, "predict_proba", oom)
+    t = _one_trial(small_twin, data_cache)
+    assert t.state == TrialState.PRUNED
+    reason = t.user_attrs["prune_reason"]
+    assert reason == "out of memory: CUDA out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def test_a_study_refuses_to_continue_on_other_data(small_twin: Path, tmp_path: Path, fast_args: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other"
+    anklealign.synth(other, seed=1, scale=0.2)
+    base = ["run", "--out", str(tmp_path / "runs"), "--no-final", "--trials", "1", *fast_args]
+    assert main([*base, "--data", str(small_twin)]) == 0
+    db = tmp_path / "runs" / "anklealign" / "study.db"
+    before = db.read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--trials", "2", "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "was run on other data" in errors[0] and "Traceback" not in err
+    assert finished_count(_study(tmp_path / "runs")) == 1 and db.read_bytes() == before
 
 
 def test_ctrl_c_records_the_trial_and_the_next_run_reaches_n(small_twin: Path, tmp_path: Path,
                                                              data_cache: Path) -> None:
     args = [sys.executable, "-m", "search", "run", "--data", str(small_twin), "--out", str(tmp_path),
-            "--no-final", "--trials", "2", "--set", "training.max_epochs=40", "--set", "space.image_size=[32]",
-            "--set", "cv.folds=2", "--set", "pruner.name=none"]
+            "--no-final", "--trials", "2", "--set", "study.name=anklealign", "--set", "training.max_epochs=40",
+            "--set", "space.image_size=[32]", "--set", "cv.folds=2", "--set", "pruner.name=none"]
     env = {**os.environ, "ANKLEALIGN_CACHE": str(data_cache)}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "anklealign" / "study.db"
@@ -147,8 +208,8 @@ def test_stop_event_ends_trial_between_batches(small_twin: Path, tmp_path: Path,
     """The in-process form of Ctrl-C: the stop event ends the running trial, nothing is left RUNNING."""
     from search.runner import RunOptions, run_study
 
-    defn = load_study_def("anklealign", ["training.max_epochs=400", "space.image_size=[32]", "cv.folds=2",
-                                         f"data.source=\"{small_twin}\""])
+    defn = load_study_def("anklealign", ["study.name=anklealign", "training.max_epochs=400",
+                                         "space.image_size=[32]", "cv.folds=2", f"data.source=\"{small_twin}\""])
     stop = threading.Event()
     timer = threading.Timer(4.0, stop.set)
     timer.start()
