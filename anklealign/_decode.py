@@ -17,14 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
+from scipy.fft import dctn
 
 __all__ = ["HASH_SIZE", "MAX_PIXELS", "Decoded", "Target", "decode", "fit", "phash"]
 
 MAX_PIXELS = 80_000_000   # the largest real photo is 7172x4912 = 35 Mpx
 HASH_SIZE = 256           # JPEG draft floor, so hashes do not depend on the requested image size
 _THUMB = 32
-_K = np.arange(_THUMB)
-_DCT = np.cos(np.pi * (2 * _K[None, :] + 1) * _K[:, None] / (2 * _THUMB))   # DCT-II basis, (32, 32)
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,9 @@ class Decoded:
     pixel_sha256: str = ""
     phash: int = 0                    # 64-bit perceptual hash (DCT of the 32x32 thumbnail)
     thumb: np.ndarray | None = None   # (32, 32) uint8 grayscale, for verifying near-duplicates
+    mirror_pixel_sha256: str = ""     # the same three of the picture mirrored left-right,
+    mirror_phash: int = 0             # for finding mirrored copies (anklealign._dedup)
+    mirror_thumb: np.ndarray | None = None
     array: np.ndarray | None = None   # (C, H, W) uint8 at the target size
 
 
@@ -70,7 +72,7 @@ def decode(data: bytes, *, target: Target | None = None, hashes: bool = True,
         data: the file's bytes.
         target: if given, also return the array at this size/colour/resize.
         hashes: compute the sha256 of the bytes and of the pixels, the 32x32 grayscale thumbnail and
-            its 64-bit pHash.
+            its 64-bit pHash, and the last three of the horizontally mirrored picture as well.
         max_pixels: larger images are skipped (decompression-bomb guard), as are those PIL itself refuses.
     """
     try:
@@ -132,18 +134,32 @@ def phash(thumb: np.ndarray) -> int:
     """64-bit pHash: signs of the 8x8 lowest DCT frequencies of a 32x32 thumbnail against their median.
 
     Unlike a difference hash (dHash), it does not flip bits on flat walls and floors when a copy is
-    resized: resized or re-encoded copies stay within a few bits.
+    resized: resized or re-encoded copies stay within a few bits. The DCT is SciPy's unnormalised
+    DCT-II, a positive multiple (4) of the textbook sum, so the signs against the median are the same.
     """
-    low = (_DCT @ thumb.astype(np.float64) @ _DCT.T)[:8, :8].ravel()   # (64,)
+    low = dctn(thumb.astype(np.float64), type=2)[:8, :8].ravel()   # (64,)
     return int.from_bytes(np.packbits(low > np.median(low)).tobytes(), "big")
 
 
-def _hashes(rgb: Image.Image) -> dict:
-    pixels = np.asarray(rgb)
+def _pixel_sha256(rgb: Image.Image) -> str:
     digest = hashlib.sha256(f"{rgb.width}x{rgb.height}\n".encode())
-    digest.update(pixels.tobytes())
-    thumb = np.asarray(rgb.convert("L").resize((_THUMB, _THUMB), Image.Resampling.BOX), dtype=np.uint8)
-    return {"pixel_sha256": digest.hexdigest(), "phash": phash(thumb), "thumb": thumb}
+    digest.update(np.asarray(rgb).tobytes())
+    return digest.hexdigest()
+
+
+def _thumb(gray: Image.Image) -> np.ndarray:
+    return np.asarray(gray.resize((_THUMB, _THUMB), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def _hashes(rgb: Image.Image) -> dict:
+    # The mirror's thumbnail is made from the mirrored picture: PIL's box filter does not commute
+    # with a flip (thumb[:, ::-1] is off by one grey level here and there).
+    gray = rgb.convert("L")
+    thumb = _thumb(gray)
+    mirror_thumb = _thumb(gray.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    return {"pixel_sha256": _pixel_sha256(rgb), "phash": phash(thumb), "thumb": thumb,
+            "mirror_pixel_sha256": _pixel_sha256(rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+            "mirror_phash": phash(mirror_thumb), "mirror_thumb": mirror_thumb}
 
 
 def fit(rgb: Image.Image, target: Target) -> np.ndarray:

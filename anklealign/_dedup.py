@@ -1,4 +1,4 @@
-"""Duplicate groups: exact (same bytes or same decoded pixels) and near (perceptual hash, verified).
+"""Duplicate groups: exact (same bytes or same decoded pixels), near (perceptual hash, verified) and mirrored.
 
 Near-duplicate rule: two images are near-duplicates when their 64-bit pHashes differ in at most
 :data:`NEAR_BITS` bits (a loose pre-filter) *and* their 32x32 grayscale thumbnails differ by at most
@@ -8,6 +8,18 @@ and the twin's resized/re-encoded copies, stay within 4 bits, mean 4 and max 34;
 of the twin come as close as 4 bits but never below mean 10. The thumbnail check matters: a local change
 such as a foot in another pose in front of the same background leaves a perceptual hash almost
 unchanged but moves some thumbnail pixels by 60 or more, and such photos are different pictures.
+
+Mirror rule: a horizontally mirrored copy is a duplicate too (in the test set it would be leakage).
+Image B is a near-duplicate of image A when B's pHash and thumbnail match, by the rule above, those of
+A itself *or those of A's horizontally mirrored picture*; and B is an exact mirror of A when B's pixel
+sha256 equals that of A's mirrored pixels. Mirrored pairs, exact mirrors included, count as *near*
+duplicates: they join one group (so cross-validation folds never split them and a mirrored copy of a
+test image never trains) but not one exact set (both stay in training, as other near copies do).
+On the twin, which flips no picture, different pictures never come closer to each other's mirror than
+mean 10 (seeds 0-3 at scale 1.0), like the plain rule.
+
+Groups are the connected components (:func:`scipy.sparse.csgraph.connected_components`) of the graph
+whose edges are these pairs, numbered by each component's first element in the given order.
 """
 
 from __future__ import annotations
@@ -16,43 +28,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
-__all__ = ["NEAR_BITS", "NEAR_MAX", "NEAR_MEAN", "Groups", "find_groups"]
+__all__ = ["NEAR_BITS", "NEAR_MAX", "NEAR_MEAN", "Groups", "find_groups", "near_duplicate"]
 
 NEAR_BITS = 12
 NEAR_MEAN = 6.0
 NEAR_MAX = 40
-_ROWS = 512  # pairwise Hamming distances are computed this many rows at a time
-
-
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> None:
-        a, b = self.find(i), self.find(j)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-    def labels(self) -> list[int]:
-        """Component index per element, numbered by each component's first element (stable)."""
-        numbering: dict[int, int] = {}
-        return [numbering.setdefault(self.find(i), len(numbering)) for i in range(len(self.parent))]
+_ROWS = 512     # pairwise Hamming distances are computed this many rows at a time
+_PAIRS = 4096   # candidate pairs whose thumbnails are compared at a time
 
 
 @dataclass(frozen=True)
 class Groups:
     """Component ids of images (given in a fixed order, e.g. sorted by id).
 
+    Ids are numbered by each component's first element in that order: 0, 1, 2, ...
+
     Attributes:
         exact: (N,) component of identical files/pixels.
-        group: (N,) component of exact *or* near duplicates (every exact component lies inside one).
+        group: (N,) component of exact, near *or mirrored* duplicates (every exact component lies inside one).
     """
 
     exact: list[int]
@@ -71,7 +67,10 @@ class Groups:
 
 
 def near_duplicate(phash_a: int, phash_b: int, thumb_a: np.ndarray, thumb_b: np.ndarray) -> bool:
-    """The near-duplicate rule for one pair (see the module docstring)."""
+    """The near-duplicate rule for one pair (see the module docstring).
+
+    For the mirror rule, pass A's mirrored pHash and thumbnail as ``phash_a`` and ``thumb_a``.
+    """
     if (phash_a ^ phash_b).bit_count() > NEAR_BITS:
         return False
     diff = np.abs(thumb_a.astype(np.int16) - thumb_b.astype(np.int16))
@@ -79,24 +78,96 @@ def near_duplicate(phash_a: int, phash_b: int, thumb_a: np.ndarray, thumb_b: np.
 
 
 def find_groups(sha256: Sequence[str], pixel_sha256: Sequence[str], phash: Sequence[int],
-                thumbs: Sequence[np.ndarray]) -> Groups:
-    """Union-find over all images: exact duplicates first, then verified near-duplicates."""
+                thumbs: Sequence[np.ndarray], *, mirror_pixel_sha256: Sequence[str] | None = None,
+                mirror_phash: Sequence[int] | None = None,
+                mirror_thumbs: Sequence[np.ndarray] | None = None) -> Groups:
+    """Exact sets and duplicate groups of N images, as connected components of their duplicate pairs.
+
+    Args:
+        sha256: (N,) hex digests of the files' bytes.
+        pixel_sha256: (N,) digests of the decoded pixels.
+        phash: (N,) 64-bit pHashes of the 32x32 grayscale thumbnails.
+        thumbs: (N,) the (32, 32) uint8 thumbnails.
+        mirror_pixel_sha256, mirror_phash, mirror_thumbs: the same of each horizontally mirrored
+            picture (:class:`anklealign._decode.Decoded`'s ``mirror_*`` fields); give all three or
+            none. Without them, mirrored copies are not looked for.
+    """
     n = len(sha256)
-    exact = _UnionFind(n)
-    for keys in (sha256, pixel_sha256):
-        first: dict[str, int] = {}
-        for index, key in enumerate(keys):
-            exact.union(first.setdefault(key, index), index)
-    near = _UnionFind(n)
-    for index in range(n):
-        near.union(exact.find(index), index)
+    mirrors = (mirror_pixel_sha256, mirror_phash, mirror_thumbs)
+    if any(m is None for m in mirrors) and not all(m is None for m in mirrors):
+        raise ValueError("give all three mirror_* arguments or none")
+    if any(len(seq) != n for seq in (pixel_sha256, phash, thumbs, *(m for m in mirrors if m is not None))):
+        raise ValueError("every argument needs one entry per image")
+    if n == 0:
+        return Groups(exact=[], group=[])
+    exact_edges = [_same_key(sha256), _same_key(pixel_sha256)]
+    exact = _components(n, exact_edges)
     hashes = np.array(phash, dtype=np.uint64)
-    for start in range(0, n, _ROWS):
-        block = np.bitwise_count(hashes[start:start + _ROWS, None] ^ hashes[None, :])   # (rows, N)
-        for row, col in np.argwhere(block <= NEAR_BITS):
-            i, j = start + int(row), int(col)
-            if i >= j or near.find(i) == near.find(j):
-                continue
-            if near_duplicate(phash[i], phash[j], thumbs[i], thumbs[j]):
-                near.union(i, j)
-    return Groups(exact=exact.labels(), group=near.labels())
+    pictures = np.stack(thumbs)
+    edges = [*exact_edges, _verified(*_close_hashes(hashes, hashes, upper=True), pictures, pictures, exact)]
+    if mirror_phash is not None:
+        edges.append(_same_as_mirror(pixel_sha256, mirror_pixel_sha256))
+        flipped = np.stack(mirror_thumbs)
+        edges.append(_verified(*_close_hashes(np.array(mirror_phash, dtype=np.uint64), hashes, upper=False),
+                               flipped, pictures, exact))
+    return Groups(exact=exact.tolist(), group=_components(n, edges).tolist())
+
+
+_Edges = tuple[np.ndarray, np.ndarray]
+
+
+def _same_key(keys: Sequence[str]) -> _Edges:
+    """Edges from each element to the first element with the same key."""
+    _, first, inverse = np.unique(np.asarray(keys), return_index=True, return_inverse=True)
+    return first[inverse.ravel()], np.arange(len(keys))
+
+
+def _same_as_mirror(pixel_sha256: Sequence[str], mirror_pixel_sha256: Sequence[str]) -> _Edges:
+    """Edges (a, b): b's pixels are a's mirrored pixels (exact mirror)."""
+    by_pixels: dict[str, list[int]] = {}
+    for index, key in enumerate(pixel_sha256):
+        by_pixels.setdefault(key, []).append(index)
+    pairs = [(a, b) for a, key in enumerate(mirror_pixel_sha256) for b in by_pixels.get(key, ()) if a != b]
+    rows, cols = np.array(pairs, dtype=np.intp).reshape(-1, 2).T
+    return rows, cols
+
+
+def _close_hashes(left: np.ndarray, right: np.ndarray, *, upper: bool) -> _Edges:
+    """Pairs (i, j), i != j, with ``left[i]`` and ``right[j]`` within NEAR_BITS bits (i < j if ``upper``)."""
+    rows, cols = [], []
+    for start in range(0, len(left), _ROWS):
+        block = np.bitwise_count(left[start:start + _ROWS, None] ^ right[None, :])   # (rows, N)
+        row, col = np.nonzero(block <= NEAR_BITS)
+        row += start
+        keep = row < col if upper else row != col
+        rows.append(row[keep])
+        cols.append(col[keep])
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def _verified(rows: np.ndarray, cols: np.ndarray, left: np.ndarray, right: np.ndarray,
+              exact: np.ndarray) -> _Edges:
+    """The candidate pairs whose thumbnails ``left[i]`` and ``right[j]`` pass the near-duplicate check.
+
+    Pairs inside one exact set are already joined and are not compared.
+    """
+    keep = exact[rows] != exact[cols]
+    rows, cols = rows[keep], cols[keep]
+    ok = np.zeros(len(rows), dtype=bool)
+    for start in range(0, len(rows), _PAIRS):
+        a, b = rows[start:start + _PAIRS], cols[start:start + _PAIRS]
+        diff = np.abs(left[a].astype(np.int16) - right[b].astype(np.int16))   # (pairs, 32, 32)
+        ok[start:start + _PAIRS] = (diff.mean(axis=(1, 2)) <= NEAR_MEAN) & (diff.max(axis=(1, 2)) <= NEAR_MAX)
+    return rows[ok], cols[ok]
+
+
+def _components(n: int, edges: Sequence[_Edges]) -> np.ndarray:
+    """Connected components of the undirected graph on ``n`` nodes, numbered by their first node."""
+    rows = np.concatenate([e[0] for e in edges])
+    cols = np.concatenate([e[1] for e in edges])
+    graph = coo_array((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.ravel()]

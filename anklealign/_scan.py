@@ -123,7 +123,10 @@ def scan(source: Source, *, target: Target | None) -> tuple[dict[str, Any], dict
                        strict=True))
     ids = [i for i in order if not decoded[i].reason]
     groups = find_groups([decoded[i].sha256 for i in ids], [decoded[i].pixel_sha256 for i in ids],
-                         [decoded[i].phash for i in ids], [decoded[i].thumb for i in ids])
+                         [decoded[i].phash for i in ids], [decoded[i].thumb for i in ids],
+                         mirror_pixel_sha256=[decoded[i].mirror_pixel_sha256 for i in ids],
+                         mirror_phash=[decoded[i].mirror_phash for i in ids],
+                         mirror_thumbs=[decoded[i].mirror_thumb for i in ids])
     group_of = dict(zip(ids, groups.group, strict=True))
     if layout.kind == "anklealign":
         test = _consensus(layout, source, items, decoded, notes, group_of)

@@ -11,7 +11,7 @@ from sklearn.datasets import load_sample_images
 
 import anklealign
 from anklealign._decode import decode
-from anklealign._dedup import find_groups
+from anklealign._dedup import Groups, find_groups
 
 from .conftest import LABELS, encode, export, jpeg, mini_files, picture, task, write_tree
 
@@ -36,20 +36,54 @@ VARIANTS = {
     "resized to 170 px, q40": (lambda im: encode(im.resize((170, 113)), "JPEG", quality=40), "near"),
     "webp": (lambda im: encode(im.resize((900, 600)), "WEBP", quality=70), "near"),
     "local change": (lambda im: encode(_local_change(im)), "different"),
-    "mirrored": (lambda im: encode(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)), "different"),
+    "mirrored": (lambda im: encode(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)), "mirror"),
+    "mirrored, lossless": (lambda im: encode(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG"), "mirror"),
+    "mirrored, resized q40": (lambda im: encode(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((300, 200)),
+                                                "JPEG", quality=40), "mirror"),
+    "flipped upside down": (lambda im: encode(im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)), "different"),
     "other photo": (lambda im: encode(picture(7, im.size)), "different"),
 }
 
 
+def _groups(decoded: list, *, mirrors: bool = True) -> Groups:
+    fields = ["sha256", "pixel_sha256", "phash", "thumb"]
+    extra = {"mirror_pixel_sha256": [d.mirror_pixel_sha256 for d in decoded],
+             "mirror_phash": [d.mirror_phash for d in decoded],
+             "mirror_thumbs": [d.mirror_thumb for d in decoded]} if mirrors else {}
+    return find_groups(*([getattr(d, f) for d in decoded] for f in fields), **extra)
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_near_duplicate_rule_on_a_photograph(photo: Image.Image, variant: str) -> None:
+@pytest.mark.parametrize("order", ["original first", "copy first"])
+def test_near_duplicate_rule_on_a_photograph(photo: Image.Image, variant: str, order: str) -> None:
     make, expected = VARIANTS[variant]
-    original = decode(encode(photo))
-    copy = decode(make(photo))
-    groups = find_groups([original.sha256, copy.sha256], [original.pixel_sha256, copy.pixel_sha256],
-                         [original.phash, copy.phash], [original.thumb, copy.thumb])
+    pair = [decode(encode(photo)), decode(make(photo))]
+    if order == "copy first":
+        pair.reverse()
+    groups = _groups(pair)
     assert (groups.group[0] == groups.group[1]) is (expected != "different")
-    assert (groups.exact[0] == groups.exact[1]) is (expected == "exact")
+    assert (groups.exact[0] == groups.exact[1]) is (expected == "exact")  # a mirror is never an exact copy
+    # Without the mirrors' hashes, mirrored copies are not looked for.
+    plain = _groups(pair, mirrors=False)
+    assert (plain.group[0] == plain.group[1]) is (expected in ("exact", "near"))
+
+
+def test_exact_mirror_found_by_pixels_even_where_the_thumbnail_check_would_fail() -> None:
+    # A tiny noisy picture: its thumbnail is the picture, so only the pixel digest can say "mirror".
+    image = picture(11, (20, 14))
+    a, b = decode(encode(image, "PNG")), decode(encode(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG"))
+    assert a.mirror_pixel_sha256 == b.pixel_sha256 and b.mirror_pixel_sha256 == a.pixel_sha256
+    assert a.pixel_sha256 != b.pixel_sha256
+    assert _groups([a, b]).group == [0, 0]
+
+
+def test_mirror_arguments_all_or_none() -> None:
+    d = decode(jpeg(1))
+    with pytest.raises(ValueError, match="all three"):
+        find_groups([d.sha256], [d.pixel_sha256], [d.phash], [d.thumb], mirror_phash=[d.mirror_phash])
+    with pytest.raises(ValueError, match="one entry per image"):
+        find_groups([d.sha256, d.sha256], [d.pixel_sha256], [d.phash], [d.thumb])
+    assert find_groups([], [], [], []).group == []
 
 
 def test_same_pixels_in_two_lossless_formats_are_exact_duplicates() -> None:
@@ -109,3 +143,18 @@ def test_leakage_removal_and_group_votes(tmp_path: Path, cache_dir: Path) -> Non
     # every group id is used by one side only, and near copies share an id
     assert not set(ds.train.groups.tolist()) & set(ds.test.groups.tolist())
     assert report["train"]["images"] == len(ds.train.ids) == 3
+
+
+def test_mirrored_copy_of_a_test_image_never_trains(tmp_path: Path, cache_dir: Path) -> None:
+    files = mini_files()
+    p = "anklealign/"
+    d1 = Image.open(io.BytesIO(files[f"{p}D4E5F6/d1.jpg"]))
+    files[f"{p}G7H8I9/flipped_d1.jpg"] = encode(d1.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG", quality=80)
+    files[f"{p}G7H8I9/export.json"] = export(task("g1.jpg", "neutral"), task("flipped_d1.jpg", LABELS[2]))
+    root = write_tree(tmp_path / "mirrored", files)
+    ds = anklealign.load(root, image_size=16, cache_dir=cache_dir)
+    report = ds.report.to_dict()
+    reasons = {e["path"].split("anklealign/", 1)[-1]: e["reason"] for e in report["skipped"]}
+    assert reasons["G7H8I9/flipped_d1.jpg"] == "duplicate of test image D4E5F6/d1.jpg"
+    assert not any(i.endswith("flipped_d1.jpg") for i in ds.train.ids)
+    assert not set(ds.train.groups.tolist()) & set(ds.test.groups.tolist())
