@@ -22,7 +22,7 @@ __all__ = ["DECODE_VERSION", "SCAN_VERSION", "atomic_write_bytes", "default_cach
 
 _log = logging.getLogger(__name__)
 
-SCAN_VERSION = 2      # bump when the scan's rules or its stored form change (2: mirrored copies)
+SCAN_VERSION = 3      # bump when the scan's rules or its stored form change (2: mirrored copies, 3: twin)
 DECODE_VERSION = 1    # bump when decoding or resizing changes
 
 

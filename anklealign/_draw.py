@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-__all__ = ["NEUTRAL_BAND", "Foot", "Scene", "heel_angle", "mirror", "random_scene", "render", "tilt_class"]
+__all__ = ["NEUTRAL_BAND", "Foot", "Nuisance", "Scene", "heel_angle", "mirror", "random_scene", "render",
+           "tilt_class"]
 
 NEUTRAL_BAND = 6.0  # |tilt| <= this many degrees is neutral
 RGB = tuple[float, float, float]
@@ -69,6 +70,7 @@ class Scene:
         light_angle: direction of the lighting gradient in degrees.
         light: strength of the lighting gradient (0 = flat light).
         lines: marker-pen bisection lines drawn on leg and heel, as in clinical photos.
+        texture: strength of the wall texture (1 = the realistic twin's).
     """
 
     feet: tuple[Foot, ...]
@@ -81,6 +83,7 @@ class Scene:
     light_angle: float
     light: float
     lines: bool
+    texture: float = 1.0
 
 
 def heel_angle(foot: Foot) -> float:
@@ -202,7 +205,7 @@ def render(scene: Scene, width: int, height: int, *, grain: np.ndarray | None = 
     for freq, angle, phase in scene.waves:
         rad, k = math.radians(angle), 2 * math.pi * freq / m
         tex += np.sin(gx * (k * math.cos(rad)) + (gy * (k * math.sin(rad)) + phase))
-    mix = 0.5 + 0.5 * np.tanh(tex * (1.5 / max(len(scene.waves), 1)))
+    mix = 0.5 + 0.5 * np.tanh(tex * (1.5 * scene.texture / max(len(scene.waves), 1)))
     below = gy - (scene.floor_y - 0.5) * h - gx * math.tan(math.radians(scene.floor_angle))  # (H, W)
     fm = _cover(-below)
     depth = 0.85 + 0.2 * np.clip(below / (0.5 * h), 0, 1)
@@ -229,7 +232,17 @@ def render(scene: Scene, width: int, height: int, *, grain: np.ndarray | None = 
     return Image.merge("RGB", channels)
 
 
-_BANDS = ((-22.0, -NEUTRAL_BAND - 0.3), (-NEUTRAL_BAND + 0.3, NEUTRAL_BAND - 0.3), (NEUTRAL_BAND + 0.3, 22.0))
+@dataclass(frozen=True)
+class Nuisance:
+    """Strength of the variation that carries no class (the defaults: the original twin's)."""
+
+    foot_scale: float = 1.0
+    lean: float = 1.5
+    light: float = 0.6
+    texture: float = 1.0
+    lines: float = 0.5
+
+
 _SKINS = ((0.96, 0.80, 0.70), (0.86, 0.64, 0.52), (0.66, 0.46, 0.34), (0.42, 0.28, 0.20))
 _WALLS = ((0.93, 0.93, 0.91), (0.85, 0.82, 0.76), (0.70, 0.72, 0.75), (0.78, 0.84, 0.90),
           (0.55, 0.60, 0.52), (0.35, 0.36, 0.40), (0.90, 0.80, 0.78))
@@ -242,40 +255,41 @@ def _pick(rng: np.random.Generator, colours: tuple[RGB, ...], jitter: float) -> 
     return r, g, b
 
 
-def random_scene(rng: np.random.Generator, *, tilt: float, feet: int, aspect: float) -> Scene:
-    """A random scene of class ``tilt_class(tilt)``: only the heel tilt carries the class.
+def random_scene(rng: np.random.Generator, *, tilt: float, feet: int, aspect: float,
+                 nuisance: Nuisance = Nuisance()) -> Scene:
+    """A random scene whose heel tilt is ``tilt``: only the tilt carries the class.
 
     Args:
         rng: the random source (the scene is a pure function of its state).
-        tilt: heel tilt of the (first) foot in degrees; a second foot gets a jittered tilt of
-            the same class.
+        tilt: the heel tilt drawn, in degrees (both feet of a two-foot scene show it).
         feet: 1 or 2.
         aspect: width / height of the frame the scene will be drawn in.
+        nuisance: how strong the variation that carries no class is (pose, light, texture, lines).
     """
     if feet not in (1, 2):
         raise ValueError(f"feet must be 1 or 2, got {feet}")
     if aspect <= 0:
         raise ValueError(f"aspect must be positive, got {aspect}")
-    lo, hi = _BANDS[tilt_class(tilt)]
     short = min(aspect, 1.0)  # the shorter frame side in units of the height
     skin = _pick(rng, _SKINS, 0.04)
     if feet == 1:
-        size = float(rng.uniform(0.15, 0.24))
+        size = float(min(rng.uniform(0.15, 0.24) * nuisance.foot_scale, 0.34))
         spots = [(float(rng.choice((-1, 1))), 0.5 + float(rng.uniform(-0.12, 0.12)))]
     else:
-        size = float(min(rng.uniform(0.10, 0.15), 0.17 * aspect / short))
+        size = float(min(rng.uniform(0.10, 0.15) * nuisance.foot_scale, 0.17 * aspect / short, 0.2))
         gap = float(rng.uniform(1.4, 1.9)) * size * short / aspect  # centre offset, fraction of width
         centre = 0.5 + float(rng.uniform(-0.05, 0.05))
         spots = [(-1.0, centre - gap), (1.0, centre + gap)]
     u = size * short  # ankle width in units of the height
     y = float(min(rng.uniform(0.3, 0.55), 0.96 - 1.95 * u))
-    lean = float(rng.normal(0.0, 1.5))
+    lean = float(rng.normal(0.0, nuisance.lean))
     feet_out = []
-    for i, (side, x) in enumerate(spots):
-        t = tilt if i == 0 else float(np.clip(tilt + rng.normal(0.0, 1.5), lo, hi))
+    for side, x in spots:
         grow = 1.0 + (0.04 * float(rng.uniform(-1, 1)) if feet == 2 else 0.0)
-        feet_out.append(Foot(side=int(side), tilt=t, x=x, y=y + float(rng.normal(0, 0.01)), size=size * grow,
-                             lean=float(np.clip(lean * -side + rng.normal(0.0, 1.0), -5, 5)), skin=skin))
+        limit = 3.3 * max(nuisance.lean, 1.5)
+        feet_out.append(Foot(side=int(side), tilt=tilt, x=x, y=y + float(rng.normal(0, 0.01)), size=size * grow,
+                             lean=float(np.clip(lean * -side + rng.normal(0.0, nuisance.lean / 1.5), -limit, limit)),
+                             skin=skin))
     texture = int(rng.integers(4))  # plain, stripes, checks, blobs
     angle = float(rng.choice((0.0, 90.0))) + float(rng.normal(0, 3))
     waves: tuple[tuple[float, float, float], ...] = (
@@ -292,4 +306,5 @@ def random_scene(rng: np.random.Generator, *, tilt: float, feet: int, aspect: fl
                  floor=_pick(rng, _FLOORS, 0.05), waves=waves,
                  floor_y=float(np.clip(heel_bottom - rng.uniform(0.02, 0.25), 0.25, 0.97)),
                  floor_angle=float(rng.normal(0.0, 1.5)), light_angle=float(rng.uniform(0, 360)),
-                 light=float(rng.uniform(0.0, 0.6)), lines=bool(rng.random() < 0.5))
+                 light=float(rng.uniform(0.0, nuisance.light)), lines=bool(rng.random() < nuisance.lines),
+                 texture=nuisance.texture)

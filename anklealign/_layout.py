@@ -10,6 +10,7 @@ Image-folder root: a folder with ``train/<class>/`` and ``test/<class>/`` sub-fo
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,9 +19,10 @@ from pathlib import PurePosixPath
 
 from anklealign.errors import DataError
 
-__all__ = ["MARKER", "Layout", "find_layout", "is_participant_code"]
+__all__ = ["MARKER", "MARKER_JSON", "Layout", "find_layout", "is_participant_code", "twin_figures"]
 
 MARKER = "synthetic_twin.txt"   # compared case-insensitively
+MARKER_JSON = "The twin's figures (anklealign.synth), as JSON:"   # the marker's figures follow this line
 _CODE = re.compile(r"^[A-Za-z0-9]{6}$")
 
 
@@ -36,6 +38,7 @@ class Layout:
     kind: str                                    # "anklealign" | "imagefolder"
     root: str                                    # "" or "a/b/" (trailing slash)
     synthetic: bool = False
+    marker: str | None = None                    # the twin's marker file, if any
     participants: dict[str, list[str]] = field(default_factory=dict)   # folder -> non-JSON files
     labels_files: dict[str, list[str]] = field(default_factory=dict)   # folder -> its JSON exports
     consensus_lists: list[str] = field(default_factory=list)
@@ -84,6 +87,7 @@ def find_layout(files: Sequence[str], where: str) -> Layout:
         path = PurePosixPath(name)
         if path.name.casefold() == MARKER and root.startswith("".join(p + "/" for p in path.parts[:-1])):
             layout.synthetic = True   # the marker sits at the root or above it
+            layout.marker = name
             continue
         if not name.startswith(root):
             continue   # outside the dataset (e.g. __MACOSX/ next to anklealign/): not ours to judge
@@ -122,3 +126,15 @@ def _classify_anklealign(layout: Layout, name: str, parts: list[str]) -> None:
     else:
         where = f"{top}/" if len(parts) > 1 else "the dataset root"
         layout.other.append((name, f"not in a participant folder (in {where})"))
+
+
+def twin_figures(marker_text: str) -> dict:
+    """The figures a twin's marker file carries after :data:`MARKER_JSON` (empty if none or unreadable)."""
+    _, found, rest = marker_text.partition(MARKER_JSON)
+    if not found:
+        return {}
+    try:
+        figures = json.loads(rest)
+    except ValueError:
+        return {}
+    return figures if isinstance(figures, dict) else {}

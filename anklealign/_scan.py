@@ -27,7 +27,7 @@ from anklealign._consensus import Listed, Tally, annotator_labels, parse_list, t
 from anklealign._decode import Decoded, Target, decode
 from anklealign._dedup import find_groups
 from anklealign._labels import CLASSES
-from anklealign._layout import Layout, find_layout
+from anklealign._layout import Layout, find_layout, twin_figures
 from anklealign._names import NameIndex
 from anklealign._participants import Item, LabelNotes, label_participants, read_export
 from anklealign._source import Source
@@ -133,7 +133,7 @@ def scan(source: Source, *, target: Target | None) -> tuple[dict[str, Any], dict
     else:
         test = _imagefolder_test(test_labels, ids, len(classes))
     sides = build_sides(items, ids, groups, test.side, classes=classes)
-    result = _result(layout, items, decoded, test, sides, notes, classes)
+    result = _result(layout, items, decoded, test, sides, notes, classes, _twin(source, layout))
     arrays = {i: decoded[i].array for i in result["members"] if decoded[i].array is not None}
     return result, arrays
 
@@ -252,8 +252,18 @@ def _skipped(layout: Layout, items: dict[str, Item], decoded: dict[str, Decoded]
     return [{"path": p, "reason": r} for p, r in sorted(entries)], found, skipped_images
 
 
+def _twin(source: Source, layout: Layout) -> dict[str, Any]:
+    """A synthetic twin's own figures (priors, label noise, ceiling) from its marker file; {} for other data."""
+    if layout.marker is None:
+        return {}
+    try:
+        return twin_figures(source.read(layout.marker).decode("utf-8", errors="replace"))
+    except (OSError, zipfile.BadZipFile):
+        return {}
+
+
 def _result(layout: Layout, items: dict[str, Item], decoded: dict[str, Decoded], test: _TestSide,
-            sides: Sides, notes: LabelNotes, classes: Sequence[str]) -> dict[str, Any]:
+            sides: Sides, notes: LabelNotes, classes: Sequence[str], twin: dict[str, Any]) -> dict[str, Any]:
     tallied = test.tally
     train_ids = [i for i, _ in sides.train]
     train_labels = [label for _, label in sides.train]
@@ -265,7 +275,7 @@ def _result(layout: Layout, items: dict[str, Item], decoded: dict[str, Decoded],
     for label in tallied.majority.tolist():
         majority[classes[label]] += 1
     report = {
-        "kind": layout.kind, "synthetic": layout.synthetic, "images_found": found,
+        "kind": layout.kind, "synthetic": layout.synthetic, "twin": twin, "images_found": found,
         "train": {"images": len(train_ids), "class_counts": counts},
         "test": {"listed": test.listed, "images": len(test.ids), "majority_counts": majority,
                  "ties": int(tallied.ties.sum()), "annotators": len(test.annotators)},

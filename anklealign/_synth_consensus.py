@@ -18,8 +18,6 @@ from ._synth_model import Plan
 
 __all__ = ["Annotator", "plan_annotators"]
 
-ANNOTATOR_NOISE = 5.4  # degrees
-ANNOTATOR_BIAS = 2.2  # degrees, spread of personal offsets
 N_FILES, N_EMPTY, N_NO_LABELS, N_SHARED = 21, 2, 1, 12  # shared: annotators with a participant folder
 MIN_LABELS, MAX_LABELS = 15, 18
 
@@ -46,12 +44,13 @@ class Annotator:
     gaps: tuple[str, ...]
 
 
-def _votes(rng: np.random.Generator, tilt: float, bias: np.ndarray, *, tie: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(annotator indices, class ids) for one image; a supination majority is redrawn."""
+def _votes(rng: np.random.Generator, tilt: float, bias: np.ndarray, *, tie: bool,
+           noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """(annotator indices, class ids) for one image (``tilt``: the shown one); a supination majority is redrawn."""
     n = len(bias) - 2 if tie else int(rng.integers(MIN_LABELS, MAX_LABELS + 1))
     who = np.sort(rng.choice(len(bias), size=n, replace=False))
     for _ in range(100):
-        seen = tilt + bias[who] + rng.normal(0.0, ANNOTATOR_NOISE, n)
+        seen = tilt + bias[who] + noise * rng.standard_normal(n)
         if tie:  # the lower half of the perceived tilts says pronation: an exact 50/50 split
             return who, np.where(np.argsort(np.argsort(seen)) < n // 2, 0, 1)
         labels = np.array([tilt_class(float(s)) for s in seen])
@@ -77,13 +76,13 @@ def plan_annotators(plan: Plan, participant_bias: dict[str, float]) -> list[Anno
     vocabs = ["english", "accented", "accented", "std_space"] + ["std"] * (N_FILES - N_EMPTY - N_NO_LABELS - 4)
     vocabs = [vocabs[int(i)] for i in rng.permutation(len(vocabs))]
     usable = [i for i, k in enumerate(kinds) if k == "usable"]
-    bias = np.array([participant_bias.get(all_codes[i], float(rng.normal(0.0, ANNOTATOR_BIAS)))
-                     for i in usable])
+    spread = plan.difficulty.annotator_bias
+    bias = np.array([participant_bias.get(all_codes[i], spread * float(rng.standard_normal())) for i in usable])
     lines = len(plan.consensus)
     votes: list[list[int | None]] = [[None] * lines for _ in range(N_FILES)]
     for j, image in enumerate(plan.consensus):
         pic = pictures[image]
-        who, labels = _votes(rng, pic.tilt, bias, tie=pic.key in plan.ties)
+        who, labels = _votes(rng, pic.shown, bias, tie=pic.key in plan.ties, noise=plan.difficulty.annotator_noise)
         for a, label in zip(who, labels, strict=True):
             votes[usable[int(a)]][j] = int(label)
     # Tasks keep the txt order (task ids ascending), so a name listed twice is told apart by order;

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ._draw import random_scene, render
+from ._draw import Nuisance, random_scene, render
 from ._synth_model import Entry, Picture, Plan
+from ._twin_difficulty import Difficulty
 
 __all__ = ["RENDER_MAX", "encode_entries", "picture_image"]
 
@@ -34,16 +35,22 @@ _NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "metadata"
 _TEXT = "Cimkezes: 1 = pronacio, 2 = neutralis, 3 = szupinacio.\r\nA kepek egy resze internetrol van.\r\n"
 
 
-def picture_image(pic: Picture, seed: int) -> Image.Image:
-    """The upright original of ``pic`` (RGB), with its camera blur and sensor noise."""
-    rng = np.random.default_rng([seed, 1, pic.key])  # per picture: independent of drawing order
+def picture_image(pic: Picture, seed: int, difficulty: Difficulty, *, stream: int = 1) -> Image.Image:
+    """The upright original of ``pic`` (RGB), with its camera blur and sensor noise.
+
+    The heel is drawn at ``difficulty.tilt_gain`` times the picture's shown tilt, among the
+    difficulty's nuisance. ``stream`` keeps other draws (the evaluation draw) apart from the archive's.
+    """
+    rng = np.random.default_rng([seed, stream, pic.key])  # per picture: independent of drawing order
     w, h = pic.size
-    scene = random_scene(rng, tilt=pic.tilt, feet=pic.feet, aspect=w / h)
+    nuisance = Nuisance(foot_scale=difficulty.foot_scale, lean=difficulty.lean, light=difficulty.light,
+                        texture=difficulty.texture, lines=difficulty.lines)
+    scene = random_scene(rng, tilt=difficulty.tilt_gain * pic.shown, feet=pic.feet, aspect=w / h, nuisance=nuisance)
     f = min(1.0, RENDER_MAX / max(w, h))
     rw, rh = max(8, round(w * f)), max(8, round(h * f))
-    sigma = float(rng.uniform(0.0, 6.0))  # sensor noise, grey levels
+    sigma = float(rng.uniform(0.0, difficulty.grain))  # sensor noise, grey levels
     img = render(scene, rw, rh, grain=rng.standard_normal((rh, rw), dtype=np.float32) * sigma)
-    blur = float(rng.choice((0.0, 0.0, 0.5, 1.0))) * min(rw, rh) / 240
+    blur = float(rng.choice((0.0, 0.0, 0.5, 1.0))) * difficulty.blur * min(rw, rh) / 240
     if blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(blur))
     return img if (rw, rh) == (w, h) else img.resize((w, h), Image.Resampling.BILINEAR)
@@ -97,7 +104,7 @@ def encode_entries(plan: Plan) -> Iterator[tuple[Entry, bytes]]:
     for entry in by_picture.pop(None, []):
         yield entry, _other_bytes(entry, plan.seed)
     for key in sorted(by_picture):  # type: ignore[type-var]
-        upright = picture_image(plan.pictures[key], plan.seed)  # type: ignore[index]
+        upright = picture_image(plan.pictures[key], plan.seed, plan.difficulty)  # type: ignore[index]
         cache: dict[tuple, bytes] = {}  # equal encoding settings -> the very same bytes (exact copies)
         for entry in by_picture[key]:
             setting = (entry.fmt, entry.size, entry.quality, entry.orientation)

@@ -8,24 +8,35 @@ import numpy as np
 
 from ._draw import NEUTRAL_BAND, tilt_class
 from ._synth_names import NameMaker
+from ._twin_difficulty import Difficulty
 
-__all__ = ["CLASS_PRIOR", "EXT_FORMAT", "PARTICIPANT_BIAS", "Entry", "Folder", "Picture", "Plan", "Planner"]
+__all__ = ["CLASS_PRIOR", "EXT_FORMAT", "TILT_RANGE", "Entry", "Folder", "Picture", "Plan", "Planner",
+           "shown_tilt"]
 
-PARTICIPANT_NOISE = 4.5  # degrees: how blurry a participant's view of the tilt is
-PARTICIPANT_BIAS = 1.5  # degrees: spread of the participants' personal offsets
 CLASS_PRIOR = (0.40, 0.48, 0.12)  # true classes of ordinary photos; label noise moves them to ~41/43/16
-_TILT_RANGE = ((-20.0, -NEUTRAL_BAND), (-NEUTRAL_BAND, NEUTRAL_BAND), (NEUTRAL_BAND, 20.0))
+TILT_RANGE = ((-20.0, -NEUTRAL_BAND), (-NEUTRAL_BAND, NEUTRAL_BAND), (NEUTRAL_BAND, 20.0))  # per true class
 EXT_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".JPG": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
 @dataclass(frozen=True)
 class Picture:
-    """One drawn scene; every file showing it (original or copy) shares its key."""
+    """One drawn scene; every file showing it (original or copy) shares its key.
+
+    ``tilt`` is the true heel tilt (its class is the true class); ``shown`` the tilt the picture
+    shows and people read, ``tilt`` plus the presentation noise.
+    """
 
     key: int
     tilt: float
     feet: int
     size: tuple[int, int]  # (width, height) of the original, upright
+    shown: float = 0.0
+
+
+def shown_tilt(tilt: float, key: int, seed: int, difficulty: Difficulty, stream: int = 5) -> float:
+    """The tilt a picture shows: its own random stream, so that the plan's draws do not depend on it."""
+    z = float(np.random.default_rng([seed, stream, key]).standard_normal())
+    return round(tilt + difficulty.presentation_noise * z, 3)
 
 
 @dataclass
@@ -81,6 +92,7 @@ class Plan:
     seed: int
     scale: float
     full_size: bool
+    difficulty: Difficulty
     pictures: dict[int, Picture]
     folders: list[Folder]
     consensus: list[str]  # entry ids in consensus-txt order
@@ -92,8 +104,10 @@ class Plan:
 class Planner:
     """The random source of a plan and the small decisions every recipe needs."""
 
-    def __init__(self, seed: int, scale: float, full_size: bool) -> None:
+    def __init__(self, seed: int, scale: float, full_size: bool, difficulty: Difficulty) -> None:
         self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.difficulty = difficulty
         self.scale = scale
         self.full_size = full_size
         self.pictures: dict[int, Picture] = {}
@@ -124,15 +138,18 @@ class Planner:
         """A new scene; without ``tilt``, its class is drawn from :data:`CLASS_PRIOR`."""
         rng = self.rng
         if tilt is None:
-            lo, hi = _TILT_RANGE[int(rng.choice(3, p=CLASS_PRIOR))]
+            lo, hi = TILT_RANGE[int(rng.choice(3, p=CLASS_PRIOR))]
             tilt = float(rng.uniform(lo, hi))
-        pic = Picture(len(self.pictures), round(tilt, 3), 2 if rng.random() < 0.3 else 1, self.size())
+        key = len(self.pictures)
+        pic = Picture(key, round(tilt, 3), 2 if rng.random() < 0.3 else 1, self.size(),
+                      shown_tilt(tilt, key, self.seed, self.difficulty))
         self.pictures[pic.key] = pic
         return pic
 
     def judge(self, folder: Folder, pic: Picture) -> int:
-        """The class a participant sees: the tilt through their bias and noise."""
-        return tilt_class(pic.tilt + folder.bias + float(self.rng.normal(0.0, PARTICIPANT_NOISE)))
+        """The class a participant sees: the shown tilt through their bias and noise."""
+        noise = self.difficulty.participant_noise * float(self.rng.standard_normal())
+        return tilt_class(pic.shown + folder.bias + noise)
 
     def add(self, folder: Folder, pic: Picture, *, name: str | None = None, scheme: str | None = None,
             ext: str | None = None) -> Entry:

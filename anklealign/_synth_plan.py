@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._synth_model import PARTICIPANT_BIAS, Entry, Folder, Plan, Planner
+from ._synth_model import Entry, Folder, Plan, Planner
+from ._twin_difficulty import Difficulty
 from ._synth_names import CLASS_FOLDERS, NameMaker, codes, mangle
 
 __all__ = ["CONSENSUS_SHARE", "NAME_QUIRKS", "build_plan"]
@@ -170,15 +171,19 @@ def _tasks(p: Planner, roles: dict[str, Folder]) -> None:
                     entry.state = state
 
 
-def build_plan(seed: int, scale: float, full_size: bool) -> Plan:
-    """The whole archive as data: deterministic for ``seed``; sizes are all ``full_size`` changes."""
-    p = Planner(seed, scale, full_size)
+def build_plan(seed: int, scale: float, full_size: bool, difficulty: Difficulty) -> Plan:
+    """The whole archive as data: deterministic for ``seed``.
+
+    ``full_size`` changes only image sizes and ``difficulty`` only the noise of labels and shown
+    tilts (the draws of the layout, names and quirks are the same at every difficulty).
+    """
+    p = Planner(seed, scale, full_size, difficulty)
     rng = p.rng
     all_codes = codes(rng, len(_ROLES) + 9)
     roles: dict[str, Folder] = {}
     for code, index in zip(all_codes, rng.permutation(len(_ROLES)), strict=False):
         role, _, style, vocab, ext, scheme = _ROLES[int(index)]
-        bias = float(rng.normal(0.0, PARTICIPANT_BIAS))
+        bias = difficulty.participant_bias * float(rng.standard_normal())
         roles[role] = Folder(code, role, style, vocab, ext, bias, NameMaker(rng, scheme))
     share = {role: max(p.n(count), p.n(CONSENSUS_NAME_CLASHES) + 1) for role, count in CONSENSUS_SHARE.items()}
     tilts = _consensus_tilts(p, sum(share.values()), p.n(2))
@@ -192,6 +197,6 @@ def build_plan(seed: int, scale: float, full_size: bool) -> Plan:
     _tasks(p, roles)
     consensus = [e.id for f in roles.values() for e in f.entries if "consensus" in e.quirks]
     consensus = [consensus[int(i)] for i in rng.permutation(len(consensus))]
-    return Plan(seed=seed, scale=scale, full_size=full_size, pictures=p.pictures,
+    return Plan(seed=seed, scale=scale, full_size=full_size, difficulty=difficulty, pictures=p.pictures,
                 folders=sorted(roles.values(), key=lambda f: f.code), consensus=consensus, ties=ties,
                 extra_codes=all_codes[len(_ROLES):], rng=rng)

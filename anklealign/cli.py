@@ -30,13 +30,27 @@ class _UsageError(Exception):
 
 def _synth(args: argparse.Namespace) -> int:
     import anklealign
+    from anklealign.report import twin_lines
+    from anklealign.synth import write_sheet
 
+    if args.out is None and args.sheet is None:
+        raise _UsageError("synth needs --out DIR (the twin) or --sheet FILE.png (example pictures), or both")
+    if args.sheet is not None:
+        if args.sheet.suffix.lower() != ".png":
+            raise _UsageError(f"--sheet must name a .png file, got {args.sheet}")
+        print(f"wrote the difficulty contact sheet to {write_sheet(args.sheet, seed=args.seed)}")
+    if args.out is None:
+        return 0
     try:
-        anklealign.synth(args.out, seed=args.seed, scale=args.scale, as_zip=args.zip, full_size=args.full_size)
-    except (ValueError, FileExistsError) as exc:   # bad --seed/--scale, or --out already exists
+        manifest = anklealign.synth(args.out, seed=args.seed, scale=args.scale, as_zip=args.zip,
+                                    full_size=args.full_size, difficulty=args.difficulty, eval_n=args.eval,
+                                    eval_prior=args.eval_prior)
+    except (ValueError, FileExistsError) as exc:   # bad --seed/--scale/--difficulty, or --out already exists
         raise _UsageError(str(exc)) from exc
-    print(f"wrote the synthetic twin (seed {args.seed}, scale {args.scale}"
-          f"{', full size' if args.full_size else ''}) to {args.out}")
+    print(f"wrote the synthetic twin (seed {args.seed}, scale {args.scale}, difficulty {manifest.difficulty.name}"
+          f"{', full size' if args.full_size else ''}) to {manifest.root}")
+    for line in twin_lines(manifest.twin):
+        print(line)
     return 0
 
 
@@ -61,11 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     synth = sub.add_parser("synth", parents=[common], help="write the synthetic twin of the archive",
                            description="Write the synthetic twin: the archive's layout, JSON and quirks, "
                                        "with generated pictures.")
-    synth.add_argument("--out", type=Path, required=True, help="output folder (or .zip with --zip)")
+    synth.add_argument("--out", type=Path, default=None, help="output folder (or .zip with --zip)")
     synth.add_argument("--zip", action="store_true", help="write a zip, like the distributed archive")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--scale", type=float, default=1.0, help="size relative to the real data (default 1.0)")
     synth.add_argument("--full-size", action="store_true", help="photo-sized images (median 1280x960)")
+    synth.add_argument("--difficulty", default="realistic", metavar="LEVEL",
+                       help="easy, realistic (default), hard, or a number in [0, 1]: how strongly the class "
+                            "shows against pose/light/background variation, and how noisy the labels are")
+    synth.add_argument("--eval", type=int, default=0, metavar="N",
+                       help="also write N evaluation images to eval/<class>/ beside the archive, labelled "
+                            "with their true class (never part of the archive)")
+    synth.add_argument("--eval-prior", choices=("train", "test"), default="train",
+                       help="class prior of the evaluation draw: the training pool's (default) or the "
+                            "consensus set's")
+    synth.add_argument("--sheet", type=Path, default=None, metavar="FILE.png",
+                       help="write a contact sheet of example pictures at each named difficulty")
     synth.set_defaults(handler=_synth)
     return parser
 

@@ -30,7 +30,7 @@ _log = logging.getLogger(__name__)
 
 COLORS = ("gray", "rgb")
 RESIZES = ("stretch", "letterbox")
-TWIN_LABEL = "synthetic twin (seed 0, scale 1.0)"
+TWIN_LABEL = "synthetic twin (seed 0, scale 1.0, difficulty realistic)"
 _TWIN_DONE = "twin.complete"  # next to twin/, written once the twin is complete
 
 
@@ -65,7 +65,7 @@ class Dataset:
         classes: class names; index = label id.
         kind: ``"anklealign"`` or ``"imagefolder"``.
         synthetic: True for the synthetic twin (marker file ``SYNTHETIC_TWIN.txt``).
-        source: the resolved path, or ``"synthetic twin (seed 0, scale 1.0)"``.
+        source: the resolved path, or ``"synthetic twin (seed 0, scale 1.0, difficulty realistic)"``.
         fingerprint: sha256 of the labelled content (file hashes, labels, split); size-independent.
         image_size, color, resize: how the images were decoded.
         report: the quality report (``report.to_dict()`` is ``inspect --json``).
@@ -173,7 +173,7 @@ def _resolve(source: str | Path | None, cache: Path) -> tuple[Path, str]:
         path = Path(source).expanduser().resolve()
         return path, str(path)
     twin, done = cache / "twin", cache / _TWIN_DONE
-    stamp = f"generator {GENERATOR_VERSION}, seed 0, scale 1.0\n"
+    stamp = f"generator {GENERATOR_VERSION}, seed 0, scale 1.0, difficulty realistic\n"
 
     def ready() -> bool:
         return twin.is_dir() and done.is_file() and done.read_text() == stamp
@@ -188,7 +188,7 @@ def _resolve(source: str | Path | None, cache: Path) -> tuple[Path, str]:
             _log.info("generating the synthetic twin into %s (once per generator version)", twin)
             staging = Path(tempfile.mkdtemp(dir=cache, prefix=".twin-"))
             try:
-                synth(staging / "twin", seed=0, scale=1.0)
+                synth(staging / "twin", seed=0, scale=1.0, difficulty="realistic")
                 done.unlink(missing_ok=True)
                 shutil.rmtree(twin, ignore_errors=True)
                 (staging / "twin").replace(twin)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["QualityReport"]
+__all__ = ["QualityReport", "twin_lines"]
 
 _CATEGORY = re.compile(r"^(.*?)(?: of |: | \(|$)")
 
@@ -40,6 +40,7 @@ class QualityReport:
     unknown_labels: tuple[dict[str, str], ...] = ()
     conflicts: tuple[dict[str, str], ...] = ()
     consensus_problems: tuple[dict[str, str], ...] = ()
+    twin: dict[str, Any] = field(default_factory=dict)   # a synthetic twin's priors, label noise, ceiling
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str, fingerprint: str = "") -> QualityReport:
@@ -76,6 +77,8 @@ class QualityReport:
             "kept out of training as test images or their duplicates")
         row(f"  unlabelled         {self.unlabelled}")
         row(f"  label conflicts    {len(self.conflicts)}")
+        if self.twin:
+            lines.extend(twin_lines(self.twin))
         for title, entries in (("unmatched tasks", self.unmatched_tasks), ("unknown labels", self.unknown_labels),
                                ("conflicts", self.conflicts), ("consensus list", self.consensus_problems)):
             if entries:
@@ -91,6 +94,28 @@ class QualityReport:
                 detail = "" if entry["reason"] == category else f"  [{entry['reason']}]"
                 row(f"    {entry['path']}{detail}")
         return "\n".join(lines)
+
+
+def twin_lines(twin: dict[str, Any]) -> list[str]:
+    """The twin's figures in a few lines: per split, label noise and the ceiling (macro-F1, accuracy)."""
+    if not twin.get("splits"):
+        return []
+    lines = [f"  difficulty {twin['difficulty']['name']}: ceiling = best possible score (Bayes classifier of the "
+             f"latent tilt), chance = random guessing with the training prior"]
+    names = {"train": "training labels", "test": "consensus majority", "eval_train_prior": "eval draw (train prior)",
+             "eval_test_prior": "eval draw (test prior)"}
+    for key, split in twin.get("splits", {}).items():
+        against = "vs_labels" if "vs_labels" in split["ceiling"] else "vs_true"
+        c = split["ceiling"][against]
+        lines.append(f"  {names.get(key, key):26s} label noise {split['label_noise']:.0%}  ceiling macro-F1 "
+                     f"{c['macro_f1']['value']:.3f}, accuracy {c['accuracy']['value']:.3f} "
+                     f"({'vs ' + ('labels' if against == 'vs_labels' else 'true class')}); chance macro-F1 "
+                     f"{split['chance_macro_f1']:.3f}")
+    if "eval" in twin:
+        e = twin["eval"]
+        lines.append(f"  eval draw: {e['images']} images ({e['prior']} prior) in {e['path']}, labelled with the "
+                     f"true class")
+    return lines
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -15,6 +15,7 @@ marker file ``anklealign/SYNTHETIC_TWIN.txt`` that says the data are synthetic.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, fields
@@ -24,13 +25,18 @@ from typing import Any
 from ._synth_consensus import plan_annotators
 from ._synth_manifest import ImageTruth, manifest_fields
 from ._synth_plan import build_plan
+from ._layout import MARKER_JSON
 from ._synth_write import MARKER, ROOT, archive_files, write_archive
+from ._twin_difficulty import LEVELS, Difficulty, parse_difficulty
+from ._twin_summary import EVAL_PRIORS, expected_summary, realised, write_eval_draw, write_sheet
 
-__all__ = ["GENERATOR_VERSION", "MARKER", "ImageTruth", "SynthManifest", "synth"]
+__all__ = ["EVAL_PRIORS", "GENERATOR_VERSION", "LEVELS", "MARKER", "MARKER_JSON", "TWIN_JSON", "ImageTruth",
+           "SynthManifest", "synth", "write_sheet"]
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"  # bump whenever the same seed would produce different bytes
+GENERATOR_VERSION = "2.0"  # bump whenever the same seed would produce different bytes (2.0: difficulty)
+TWIN_JSON = "twin.json"  # written beside the archive
 MAX_SCALE = 4.0
 
 
@@ -47,6 +53,9 @@ class SynthManifest:
         seed: generator seed.
         scale: count scale (1.0 = the real archive's counts).
         full_size: real image sizes (else about a quarter of them).
+        difficulty: how strongly the class shows and how noisy the labels are (``realistic`` default).
+        twin: the ``twin.json`` written beside the archive: per split the class prior, label-noise
+            rate and Bayes ceiling, and the evaluation draw (if any).
         version: generator version.
         seconds: wall time the generation took.
         classes: ``("pronation", "neutral", "supination")``.
@@ -96,6 +105,8 @@ class SynthManifest:
     seed: int
     scale: float
     full_size: bool
+    difficulty: Difficulty
+    twin: dict[str, Any]
     version: str
     seconds: float
     classes: tuple[str, ...]
@@ -144,6 +155,7 @@ class SynthManifest:
         """Plain JSON-able values (tuples become lists, the root path a string)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["root"] = str(self.root)
+        out["difficulty"] = asdict(self.difficulty)
         out["images"] = {i: asdict(t) for i, t in self.images.items()}
         return _plain(out)
 
@@ -156,47 +168,71 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def synth(out: Path, *, seed: int = 0, scale: float = 1.0, as_zip: bool = False,
-          full_size: bool = False) -> SynthManifest:
+def synth(out: Path, *, seed: int = 0, scale: float = 1.0, as_zip: bool = False, full_size: bool = False,
+          difficulty: str | float | Difficulty = "realistic", eval_n: int = 0,
+          eval_prior: str = "train") -> SynthManifest:
     """Write a synthetic twin of the AnkleAlign archive and return its ground truth.
+
+    Beside the archive it writes ``twin.json`` (the split priors, label-noise rates and ceilings;
+    see :attr:`SynthManifest.twin`) and, with ``eval_n``, the evaluation draw ``eval/<class>/*.png``.
 
     Args:
         out: a folder to create ``anklealign/`` in; with ``as_zip``, the zip file to write (a path
             ending in ``.zip``) or a folder to create ``anklealign.zip`` in.
-        seed: generator seed; the same seed, scale and size give the same bytes.
+        seed: generator seed; the same seed, scale, size and difficulty give the same bytes.
         scale: count scale, 1.0 = the real archive (~414 participant images, 57 consensus
             lines); smaller twins keep at least one instance of every quirk. In (0, 4].
         as_zip: write one zip holding ``anklealign/`` instead of a folder tree.
         full_size: real image sizes (median ~1280x960, a few ~4000 px) instead of a quarter
             of them; for ingest benchmarks.
+        difficulty: ``easy``, ``realistic``, ``hard`` or a number in [0, 1] (anklealign._twin_difficulty).
+        eval_n: images in the evaluation draw (0: none): fresh pictures labelled with their true
+            class, never part of the archive.
+        eval_prior: ``train`` (the training pool's class prior) or ``test`` (the consensus set's).
 
     Returns:
-        The :class:`SynthManifest` (it is not written anywhere).
+        The :class:`SynthManifest` (only its ``twin`` part is written, as ``twin.json``).
 
     Raises:
-        ValueError: ``seed`` or ``scale`` out of range.
+        ValueError: ``seed``, ``scale``, ``difficulty``, ``eval_n`` or ``eval_prior`` out of range.
         FileExistsError: the target already exists (a twin never overwrites anything).
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not 0 < scale <= MAX_SCALE:
         raise ValueError(f"scale must be in (0, {MAX_SCALE:g}], got {scale!r}")
+    level = parse_difficulty(difficulty)
+    if isinstance(eval_n, bool) or not isinstance(eval_n, int) or eval_n < 0:
+        raise ValueError(f"eval must be a non-negative number of images, got {eval_n!r}")
+    if eval_prior not in EVAL_PRIORS:
+        raise ValueError(f"eval prior must be one of {', '.join(EVAL_PRIORS)}, got {eval_prior!r}")
     out = Path(out)
     if as_zip:
         target = out if out.suffix.lower() == ".zip" else out / f"{ROOT}.zip"
     else:
         target = out / ROOT
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; remove it or choose another --out")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    beside = target.parent
+    for path in (target, beside / TWIN_JSON, *([beside / "eval"] if eval_n else [])):
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; remove it or choose another --out")
+    beside.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    plan = build_plan(seed, float(scale), full_size)
+    plan = build_plan(seed, float(scale), full_size, level)
     annotators = plan_annotators(plan, {f.code: f.bias for f in plan.folders})
-    digests = write_archive(archive_files(plan, annotators, GENERATOR_VERSION), target, as_zip=as_zip)
+    expected = expected_summary(level)
+    digests = write_archive(archive_files(plan, annotators, GENERATOR_VERSION, expected), target, as_zip=as_zip)
+    fields_ = manifest_fields(plan, annotators, digests)
+    twin = {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "scale": float(scale),
+            "archive": str(target), **expected,
+            "realised": realised(fields_["labels"], {i: t.true_class for i, t in fields_["images"].items()},
+                                 fields_["consensus_majority"])}
+    if eval_n:
+        twin["eval"] = write_eval_draw(beside / "eval", n=eval_n, seed=seed, difficulty=level, prior=eval_prior)
+    atomic = beside / f".{TWIN_JSON}.partial"
+    atomic.write_text(json.dumps(twin, indent=1) + "\n")
+    atomic.replace(beside / TWIN_JSON)
     seconds = round(time.perf_counter() - start, 3)
-    log.info("synthetic twin: %d files in %s (seed %d, scale %g, %.1f s)", len(digests), target, seed,
-             scale, seconds)
+    log.info("synthetic twin: %d files in %s (seed %d, scale %g, %s, %.1f s)", len(digests), target, seed,
+             scale, level.name, seconds)
     return SynthManifest(root=target, as_zip=as_zip, seed=seed, scale=float(scale), full_size=full_size,
-                         version=GENERATOR_VERSION, seconds=seconds,
-                         **manifest_fields(plan, annotators, digests))
-
+                         difficulty=level, twin=twin, version=GENERATOR_VERSION, seconds=seconds, **fields_)

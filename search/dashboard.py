@@ -14,10 +14,13 @@ import errno
 import ipaddress
 import json
 import logging
+import signal
 import socket
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -31,7 +34,7 @@ from search.errors import SearchError
 from search.notes import data_line, trial_note
 
 __all__ = ["artifact_store", "trial_note", "write_trial_note", "attach_final", "make_dashboard_server",
-           "dashboard_url", "is_loopback", "cli_dashboard"]
+           "dashboard_url", "is_loopback", "serve_until_signal", "cli_dashboard"]
 
 _log = logging.getLogger(__name__)
 
@@ -220,10 +223,49 @@ def cli_dashboard(args: argparse.Namespace) -> int:
         print(f"data: {data.get('note', '?')} ({data.get('source', '?')})")
     print(f"  {dashboard_url(host, port, study._study_id)}")
     print("Ctrl-C to stop", flush=True)
+    serve_until_signal(server)
+    return 0
+
+
+# How often serve_forever looks at its shutdown flag: the upper bound on the delay of a stop.
+_POLL_S = 0.1
+
+
+@contextmanager
+def _stop_on_signals(server: WSGIServer) -> Iterator[None]:
+    """SIGINT and SIGTERM shut ``server`` down, whatever the signals' inherited disposition.
+
+    Python installs its KeyboardInterrupt handler only when SIGINT is at its default at startup. A
+    command started in the background by a non-interactive shell (``make test &``, a CI step, nohup)
+    inherits SIGINT *ignored*, and Ctrl-C / ``kill -INT`` then did nothing: the server served on. So
+    the handlers are installed explicitly. ``server.shutdown()`` waits for ``serve_forever`` to leave
+    its loop and the handler runs in the very thread that loops, so it asks from a helper thread.
+    Outside the main thread (no signal handlers possible) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:  # noqa: ARG001
+        if not asked.is_set():
+            asked.set()
+            threading.Thread(target=server.shutdown, name="dashboard-shutdown", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.serve_forever()
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
+
+
+def serve_until_signal(server: WSGIServer) -> None:
+    """Serve until SIGINT or SIGTERM (or KeyboardInterrupt), then close the listening socket."""
+    try:
+        with _stop_on_signals(server):
+            server.serve_forever(poll_interval=_POLL_S)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-    return 0

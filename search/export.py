@@ -28,6 +28,7 @@ from torch import nn
 
 from search import atomic
 from search.errors import SearchError
+from search.notes import twin_sentence
 from space import InputCfg, ModelCfg, TrialCfg, build_cnn, normalize
 
 __all__ = [
@@ -136,7 +137,7 @@ def intended_use(data: dict[str, Any]) -> str:
         return ("DEMONSTRATION ONLY: this model was trained and scored on the SYNTHETIC TWIN of AnkleAlign "
                 "(generated drawings with a learnable tilt signal, not photographs). Its scores say that the "
                 "pipeline works, nothing about real feet. Do not use it on real photographs, and never for "
-                "a clinical decision.")
+                "a clinical decision. " + twin_sentence(data)).strip()
     anklealign = data.get("kind") == "anklealign"
     what = ("rear-view photographs of the foot and ankle into pronation / neutral / supination" if anklealign
             else "images into the classes of its training folders")

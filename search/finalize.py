@@ -37,6 +37,7 @@ from search.data import DataContext, describe
 from search.errors import SearchError
 from search.export import save_model
 from search.metrics import METRICS, annotator_agreement, baselines, score_seeds
+from search.notes import twin_sentence
 from search.records import TrialRecord
 from search.runner import preset_trial
 from search.seeds import final_seed
@@ -394,7 +395,7 @@ def format_table(m: dict[str, Any]) -> str:
     data = m["data"]
     absent = m.get("classes_absent") or []
     k = len(m["classes"])
-    lines = [f"data: {data['note']} — {data['source']}",
+    lines = [f"data: {data['note']} — {data['source']}", *filter(None, [twin_sentence(data)]),
              f"study {m['study']}, trial {m['trial']}: {_cv_line(m)}",
              f"retrained on {data['train_images']} images, {len(m['seeds'])} seeds: {m.get('epochs_reason', '')}",
              f"test set: {m['test_set']['images']} images in {m['test_set'].get('groups', '?')} duplicate groups; "

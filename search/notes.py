@@ -28,13 +28,27 @@ def si(n: float | None) -> str:
     return f"{n:g}"
 
 
+def twin_sentence(data: Mapping[str, Any]) -> str:
+    """One sentence on a twin's ceiling for reports and cards; empty for real data or an older study."""
+    twin = data.get("twin")
+    if not data.get("synthetic") or not isinstance(twin, dict):
+        return ""
+    parts = [f"{label} macro-F1 ceiling {twin[key]['ceiling_macro_f1']:.3f} (chance {twin[key]['chance_macro_f1']:.3f}, "
+             f"{twin[key]['label_noise']:.0%} of labels differ from the true class)"
+             for key, label in (("cv", "CV (training labels)"), ("test", "test (consensus majority)")) if key in twin]
+    return (f"Twin difficulty {twin.get('difficulty')}: the best possible scores, those of the Bayes classifier of "
+            f"the generator's latent tilt, are: " + "; ".join(parts) + ".") if parts else ""
+
+
 def data_line(data: Mapping[str, Any] | None) -> str:
     """One Markdown line saying which data a study ran on (loud for the synthetic twin)."""
     if not data:
         return "**Data:** unknown (the study records no data description)"
     source = data.get("source", "?")
     if data.get("synthetic"):
-        return f"**⚠ {SYNTHETIC_BANNER}.** Data: {data.get('note', 'synthetic twin')} ({source})"
+        ceiling = twin_sentence(data)
+        return f"**⚠ {SYNTHETIC_BANNER}.** Data: {data.get('note', 'synthetic twin')} ({source})" + \
+            (f" {ceiling}" if ceiling else "")
     return f"**Data:** {data.get('note', 'real data')}: `{source}` ({data.get('kind', '?')})"
 
 

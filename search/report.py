@@ -23,7 +23,7 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 
 from search import atomic
-from search.notes import SYNTHETIC_BANNER
+from search.notes import SYNTHETIC_BANNER, twin_sentence
 from search.records import TrialRecord
 from search.report_figures import (
     data_table,
@@ -131,7 +131,7 @@ def _data_section(study: optuna.Study, metric: str, defn: StudyDef | None) -> st
     elif data.get("synthetic"):
         head = (f'<p class="banner">{SYNTHETIC_BANNER}</p>'
                 f"<p>{html.escape(str(data.get('note', '')))} — results here say nothing about the real "
-                f"AnkleAlign photographs.</p>")
+                f"AnkleAlign photographs. {html.escape(twin_sentence(data))}</p>")
     else:
         head = (f'<p class="real">Data: {html.escape(str(data.get("note", "real data")))}: '
                 f'{html.escape(str(data.get("source", "?")))}</p>')

@@ -7,8 +7,10 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from PIL import Image
 
 import anklealign
 from anklealign.cli import main
@@ -61,13 +63,45 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_synth_calls_the_generator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     calls = []
-    monkeypatch.setattr(anklealign, "synth", lambda out, **kwargs: calls.append((out, kwargs)))
+
+    def fake(out: Path, **kwargs: object) -> SimpleNamespace:
+        calls.append((out, kwargs))
+        return SimpleNamespace(root=out, difficulty=SimpleNamespace(name="hard"), twin={})
+
+    monkeypatch.setattr(anklealign, "synth", fake)
     assert main(["synth", "--out", str(tmp_path / "t.zip"), "--zip", "--seed", "3", "--scale", "0.5"]) == 0
-    assert calls == [(tmp_path / "t.zip", {"seed": 3, "scale": 0.5, "as_zip": True, "full_size": False})]
+    assert calls == [(tmp_path / "t.zip", {"seed": 3, "scale": 0.5, "as_zip": True, "full_size": False,
+                                           "difficulty": "realistic", "eval_n": 0, "eval_prior": "train"})]
     assert "wrote the synthetic twin" in capsys.readouterr().out
+    assert main(["synth", "--out", str(tmp_path / "u"), "--difficulty", "0.8", "--eval", "12", "--eval-prior",
+                 "test"]) == 0
+    assert calls[-1][1] | {"seed": 0} == {"seed": 0, "scale": 1.0, "as_zip": False, "full_size": False,
+                                          "difficulty": "0.8", "eval_n": 12, "eval_prior": "test"}
 
 
-@pytest.mark.parametrize(("extra", "needle"), [(["--scale", "9"], "scale must be"), ([], "already exists")])
+def test_synth_writes_the_twin_its_figures_and_the_eval_draw(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "--out", str(tmp_path), "--scale", "0.2", "--difficulty", "hard", "--eval", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "difficulty hard" in out and "ceiling macro-F1" in out and "eval draw: 9 images" in out
+    twin = json.loads((tmp_path / "twin.json").read_text())
+    assert twin["difficulty"]["name"] == "hard" and twin["eval"]["images"] == 9
+    assert sum(len(list((tmp_path / "eval" / c).glob("*.png"))) for c in anklealign.CLASSES) == 9
+
+
+def test_synth_sheet_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "--sheet", str(tmp_path / "levels.png")]) == 0
+    with Image.open(tmp_path / "levels.png") as sheet:
+        assert sheet.size[1] > 3 * 100   # one row per named level
+    assert main(["synth", "--sheet", str(tmp_path / "levels.jpg")]) == 2
+    assert main(["synth"]) == 2
+    assert "--out DIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "needle"), [(["--scale", "9"], "scale must be"), ([], "already exists"),
+                                               (["--difficulty", "medium"], "difficulty must be easy"),
+                                               (["--difficulty", "1.5"], "difficulty must be easy"),
+                                               (["--eval", "-1"], "eval must be")])
 def test_synth_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
                                     needle: str) -> None:
     (tmp_path / "anklealign").mkdir()

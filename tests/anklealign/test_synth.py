@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 
 from anklealign._draw import Foot, Scene, heel_angle, mirror, random_scene, render, tilt_class
 from anklealign._synth_plan import build_plan
+from anklealign._twin_difficulty import Difficulty
 from anklealign.synth import SynthManifest, synth
 
 CODE = re.compile(r"^[A-Z0-9]{6}$")
@@ -73,7 +74,9 @@ def test_same_seed_gives_the_same_bytes(tmp_path: Path) -> None:
     second = synth(tmp_path / "b", seed=3, scale=0.05, as_zip=True)
     assert second.root == tmp_path / "b" / "anklealign.zip"
     assert hashlib.sha256(first.root.read_bytes()).digest() == hashlib.sha256(second.root.read_bytes()).digest()
-    assert build_plan(4, 0.05, False).folders[0].code not in {f.code for f in build_plan(3, 0.05, False).folders}
+    realistic = Difficulty.at(0.5)
+    assert build_plan(4, 0.05, False, realistic).folders[0].code not in \
+        {f.code for f in build_plan(3, 0.05, False, realistic).folders}
 
 
 def test_never_overwrites_and_validates(tmp_path: Path, small: SynthManifest) -> None:
@@ -215,10 +218,25 @@ def test_duplicates_are_real(small: SynthManifest) -> None:
 
 
 def test_counts_at_scale_one(full: SynthManifest) -> None:
+    # The manifest's figures are checked against the files on disk, not against the plan that made both.
+    on_disk = {str(p.relative_to(full.root)): hashlib.md5(p.read_bytes()).hexdigest()
+               for code in full.participants for p in (full.root / code).rglob("*") if p.is_file()}
+    images = {i: md5 for i, md5 in on_disk.items() if not i.endswith((".json", ".ipynb"))}
+    assert set(full.images) == set(images) - set(full.non_image_files)
+    assert all(full.images[i].md5 == images[i] for i in full.images)
+    assert full.tasks == sum(len(_tasks(full, path)) for path in full.participant_json.values())
+    by_md5: dict[str, list[str]] = {}
+    for i in full.images:
+        by_md5.setdefault(images[i], []).append(i)
+    exact = sorted(tuple(sorted(v)) for v in by_md5.values() if len(v) > 1)
+    assert sorted(tuple(sorted(s)) for s in full.exact_duplicate_sets) == exact
     assert 400 <= len(full.images) <= 430 and 300 <= full.tasks <= 340 and 300 <= len(full.labels) <= 335
-    assert len(full.exact_duplicate_sets) == 11 and len(full.near_duplicate_sets) >= 11
+    assert len(exact) == 11 and len(full.near_duplicate_sets) >= 11
     assert len(full.conflicts) == 5 and len(full.consensus_duplicates) >= 4
-    assert max(t.width for t in full.images.values()) <= 1008  # the small default sizes
+    for original, copy in full.conflicts:
+        assert images[original] == images[copy]
+    with Image.open(full.root / max(full.images, key=lambda i: full.images[i].width)) as widest:
+        assert max(ImageOps.exif_transpose(widest).size) <= 1008  # the small default sizes
 
 
 def test_class_proportions_at_scale_one(full: SynthManifest) -> None:
