@@ -13,8 +13,12 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import IO
 
+import optuna
 import pytest
 
 from search.cli import main
@@ -23,6 +27,7 @@ from search.dashboard import (
     attach_final,
     is_loopback,
     make_dashboard_server,
+    serve_until_signal,
     trial_note,
     write_trial_note,
 )
@@ -147,7 +152,7 @@ def test_non_loopback_host_warns_and_ctrl_c_exits_0(noted, capsys: pytest.Captur
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     out, _, _ = noted
 
-    def interrupted(self) -> None:  # noqa: ANN001
+    def interrupted(self, poll_interval: float = 0.5) -> None:  # noqa: ANN001, ARG001
         raise KeyboardInterrupt
 
     monkeypatch.setattr("search.dashboard._ThreadingServer.serve_forever", interrupted)
@@ -165,30 +170,100 @@ def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def test_cli_serves_until_ctrl_c(noted) -> None:  # noqa: ANN001
-    out, study, _ = noted
+# The dashboard must be gone this soon after Ctrl-C (SIGINT) or SIGTERM.
+STOP_WITHIN_S = 2.0
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process, so a child started meanwhile inherits it ignored: what a
+    non-interactive shell does to a background job (``make test &``, CI runners, nohup)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_serve_until_signal_stops_on_sigint_even_when_inherited_ignored() -> None:
+    """In-process: SIGINT stops the server although its disposition was SIG_IGN, and the handlers in
+    place before are put back. Fails if the command relies on Python's default KeyboardInterrupt."""
+    srv = make_dashboard_server(optuna.storages.InMemoryStorage(), host="127.0.0.1", port=0, store=None)
+    with _sigint_ignored():
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        sent: list[float] = []
+
+        def interrupt() -> None:
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+        timer = threading.Timer(0.3, interrupt)
+        rescue = threading.Timer(10, srv.shutdown)  # without the fix: fail below instead of hanging
+        timer.start()
+        rescue.start()
+        try:
+            serve_until_signal(srv)
+        finally:
+            timer.cancel()
+            rescue.cancel()
+        stopped = time.monotonic()
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert sent and stopped - sent[0] < STOP_WITHIN_S
+    assert srv.socket.fileno() == -1  # the listening socket is closed
+
+
+def _read_lines(stream: IO[str], lines: list[str], banner: threading.Event) -> None:
+    for line in stream:
+        lines.append(line)
+        if line.startswith("Ctrl-C to stop"):
+            banner.set()
+    banner.set()  # EOF: the child is gone; the test reports what it printed
+
+
+@pytest.mark.parametrize("sig, inherited", [
+    pytest.param(signal.SIGINT, "default", id="SIGINT"),
+    pytest.param(signal.SIGINT, "ignored", id="SIGINT-inherited-ignored"),
+    pytest.param(signal.SIGTERM, "default", id="SIGTERM"),
+])
+def test_cli_serves_until_ctrl_c(noted, tmp_path: Path, sig: signal.Signals,  # noqa: ANN001
+                                 inherited: str) -> None:
+    """The real command in a child process: it serves the page, and exits 0 within STOP_WITHIN_S of
+    SIGINT (also when SIGINT was inherited ignored, the cause of the old flake) or SIGTERM.
+
+    stdout is read by a thread, so a child that never prints cannot hang the test past its deadline;
+    stderr goes to a file, so a chatty child can never block on a full pipe nobody reads."""
+    out, _, _ = noted
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--study", "anklealign", "--out",
-                             str(out), "--port", str(port)], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    argv = [sys.executable, "-m", "search", "dashboard", "--study", "anklealign", "--out", str(out),
+            "--port", str(port)]
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err, (_sigint_ignored() if inherited == "ignored" else nullcontext()):
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=err)
+    lines: list[str] = []
+    banner = threading.Event()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines, banner), daemon=True)
+    reader.start()
     try:
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("Ctrl-C to stop"):
-                break
-        url = next(ln.strip() for ln in lines if ln.strip().startswith("http://"))
+        assert banner.wait(60), f"no 'Ctrl-C to stop' within 60 s: {lines}"
+        url = next((ln.strip() for ln in lines if ln.strip().startswith("http://")), None)
+        assert url is not None, f"no URL printed: {lines}; stderr: {err_path.read_text()}"
         assert url.startswith(f"http://127.0.0.1:{port}/dashboard/studies/")
         assert b"<html" in _get(url).lower()
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=20)
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        try:
+            rc = proc.wait(timeout=STOP_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the dashboard did not exit within {STOP_WITHIN_S} s of {sig.name} "
+                        f"(SIGINT inherited {inherited}); stderr: {err_path.read_text()[-2000:]}")
+        waited = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert rc == 0
-    assert "Traceback" not in proc.stderr.read()
+            proc.wait()
+        reader.join(5)
+    stderr = err_path.read_text()
+    assert rc == 0, f"exit {rc}; stderr: {stderr[-2000:]}"
+    assert waited < STOP_WITHIN_S
+    assert "Traceback" not in stderr
