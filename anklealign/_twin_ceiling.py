@@ -115,7 +115,8 @@ def ceiling(mix: Mixture, *, presentation_noise: float, reading_noise: float | N
                                                                                    presentation_noise).argmax(1))}
     if reading_noise is not None:
         reads = _tilt_class(r[:, None] + reading_noise * rng.standard_normal((n, readers)))  # (N, readers)
-        counts = np.stack([(reads == c).sum(1) for c in range(3)], axis=1) + rng.random((n, 3)) * 0.5  # random tie-break
+        tie_break = rng.random((n, 3)) * 0.5
+        counts = np.stack([(reads == c).sum(1) for c in range(3)], axis=1) + tie_break
         labels = counts.argmax(1)
         out["vs_labels"] = _estimate(labels, _reading(r, reading_noise).argmax(1))
         out["label_noise"] = round(float((labels != truth).mean()), 4)

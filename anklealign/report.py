@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["QualityReport", "twin_lines"]
+__all__ = ["QualityReport", "twin_brief", "twin_lines", "twin_sentence"]
 
 _CATEGORY = re.compile(r"^(.*?)(?: of |: | \(|$)")
 
@@ -116,6 +117,35 @@ def twin_lines(twin: dict[str, Any]) -> list[str]:
         lines.append(f"  eval draw: {e['images']} images ({e['prior']} prior) in {e['path']}, labelled with the "
                      f"true class")
     return lines
+
+
+def twin_brief(twin: dict[str, Any]) -> dict[str, Any]:
+    """A twin's known limits in brief: per split, the best possible score (Bayes ceiling), label noise, chance.
+
+    The ceiling of the training labels bounds a CV score; that of the consensus majority a test score.
+    """
+    splits = {"train": ("cv", "vs_labels"), "test": ("test", "vs_labels")}
+    out: dict[str, Any] = {"difficulty": twin.get("difficulty", {}).get("name")}
+    for key, (name, against) in splits.items():
+        split = twin.get("splits", {}).get(key)
+        if not split or against not in split.get("ceiling", {}):
+            continue
+        c = split["ceiling"][against]
+        out[name] = {"ceiling_macro_f1": c["macro_f1"]["value"], "ceiling_accuracy": c["accuracy"]["value"],
+                     "label_noise": split["label_noise"], "chance_macro_f1": split["chance_macro_f1"]}
+    return out
+
+
+def twin_sentence(data: Mapping[str, Any]) -> str:
+    """One sentence on a twin's ceiling for reports and cards; empty for real data or an older study."""
+    twin = data.get("twin")
+    if not data.get("synthetic") or not isinstance(twin, dict):
+        return ""
+    parts = [f"{label} macro-F1 ceiling {twin[key]['ceiling_macro_f1']:.3f} (chance "
+             f"{twin[key]['chance_macro_f1']:.3f}, {twin[key]['label_noise']:.0%} of labels differ from the true class)"
+             for key, label in (("cv", "CV (training labels)"), ("test", "test (consensus majority)")) if key in twin]
+    return (f"Twin difficulty {twin.get('difficulty')}: the best possible scores, those of the Bayes classifier of "
+            f"the generator's latent tilt, are: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 import anklealign
+from anklealign.report import twin_brief
 from search.train import TrainPool, make_folds
 from space import InputCfg
 
-__all__ = ["DataContext", "describe", "twin_ceiling"]
+__all__ = ["DataContext", "describe"]
 
 _log = logging.getLogger(__name__)
 
@@ -35,25 +36,8 @@ def describe(ds: anklealign.Dataset) -> dict[str, Any]:
         "test_images": int(len(ds.test.labels)),
         "note": ("SYNTHETIC TWIN of the AnkleAlign data (generated, not real photographs)"
                  if ds.synthetic else "real data"),
-        **({"twin": twin_ceiling(ds.report.twin)} if ds.synthetic and ds.report.twin else {}),
+        **({"twin": twin_brief(ds.report.twin)} if ds.synthetic and ds.report.twin else {}),
     }
-
-
-def twin_ceiling(twin: dict[str, Any]) -> dict[str, Any]:
-    """A twin's known limits in brief: per split, the best possible score (Bayes ceiling), label noise, chance.
-
-    The ceiling of the training labels bounds a CV score; that of the consensus majority a test score.
-    """
-    splits = {"train": ("cv", "vs_labels"), "test": ("test", "vs_labels")}
-    out: dict[str, Any] = {"difficulty": twin.get("difficulty", {}).get("name")}
-    for key, (name, against) in splits.items():
-        split = twin.get("splits", {}).get(key)
-        if not split or against not in split.get("ceiling", {}):
-            continue
-        c = split["ceiling"][against]
-        out[name] = {"ceiling_macro_f1": c["macro_f1"]["value"], "ceiling_accuracy": c["accuracy"]["value"],
-                     "label_noise": split["label_noise"], "chance_macro_f1": split["chance_macro_f1"]}
-    return out
 
 
 @dataclass

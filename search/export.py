@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from anklealign.report import twin_sentence
 from search import atomic
 from search.errors import SearchError
-from search.notes import twin_sentence
 from space import InputCfg, ModelCfg, TrialCfg, build_cnn, normalize
 
 __all__ = [

@@ -32,12 +32,12 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import anklealign
+from anklealign.report import twin_sentence
 from search import atomic
 from search.data import DataContext, describe
 from search.errors import SearchError
 from search.export import save_model
 from search.metrics import METRICS, annotator_agreement, baselines, score_seeds
-from search.notes import twin_sentence
 from search.records import TrialRecord
 from search.runner import preset_trial
 from search.seeds import final_seed

@@ -11,6 +11,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from anklealign.report import twin_sentence
 from search.records import TrialRecord
 
 __all__ = ["trial_note", "data_line", "si", "config_facts"]
@@ -26,18 +27,6 @@ def si(n: float | None) -> str:
         if abs(n) >= div:
             return f"{n / div:.3g} {unit}"
     return f"{n:g}"
-
-
-def twin_sentence(data: Mapping[str, Any]) -> str:
-    """One sentence on a twin's ceiling for reports and cards; empty for real data or an older study."""
-    twin = data.get("twin")
-    if not data.get("synthetic") or not isinstance(twin, dict):
-        return ""
-    parts = [f"{label} macro-F1 ceiling {twin[key]['ceiling_macro_f1']:.3f} (chance {twin[key]['chance_macro_f1']:.3f}, "
-             f"{twin[key]['label_noise']:.0%} of labels differ from the true class)"
-             for key, label in (("cv", "CV (training labels)"), ("test", "test (consensus majority)")) if key in twin]
-    return (f"Twin difficulty {twin.get('difficulty')}: the best possible scores, those of the Bayes classifier of "
-            f"the generator's latent tilt, are: " + "; ".join(parts) + ".") if parts else ""
 
 
 def data_line(data: Mapping[str, Any] | None) -> str:

@@ -22,8 +22,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 
+from anklealign.report import twin_sentence
 from search import atomic
-from search.notes import SYNTHETIC_BANNER, twin_sentence
+from search.notes import SYNTHETIC_BANNER
 from search.records import TrialRecord
 from search.report_figures import (
     data_table,

@@ -94,9 +94,10 @@ def test_eval_draw_is_new_pictures_labelled_by_true_class(twin: anklealign.Synth
     # No evaluation picture is in the archive, not even as a resized or mirrored copy.
     archive = [twin.root / i for i, t in twin.images.items() if t.decodable]
     decoded = [decode(p.read_bytes()) for p in archive] + [decode(p.read_bytes()) for v in files.values() for p in v]
-    groups = find_groups([d.sha256 for d in decoded], [d.pixel_sha256 for d in decoded], [d.phash for d in decoded],
-                         [d.thumb for d in decoded], mirror_pixel_sha256=[d.mirror_pixel_sha256 for d in decoded],
-                         mirror_phash=[d.mirror_phash for d in decoded], mirror_thumbs=[d.mirror_thumb for d in decoded])
+    fields = ("sha256", "pixel_sha256", "phash", "thumb")
+    mirrors = {"mirror_pixel_sha256": [d.mirror_pixel_sha256 for d in decoded],
+               "mirror_phash": [d.mirror_phash for d in decoded], "mirror_thumbs": [d.mirror_thumb for d in decoded]}
+    groups = find_groups(*([getattr(d, f) for d in decoded] for f in fields), **mirrors)
     assert not set(groups.group[:len(archive)]) & set(groups.group[len(archive):])
 
 
@@ -139,6 +140,7 @@ def test_inspect_of_other_data_has_no_twin_figures(tmp_path: Path) -> None:
         for k, cls in enumerate(("cat", "dog")):
             (tmp_path / "d" / split / cls).mkdir(parents=True)
             for i in range(3):
-                Image.new("RGB", (20, 20), (40 * i + 10 * k, 80 * k, 30)).save(tmp_path / "d" / split / cls / f"{i}.png")
+                colour = (40 * i + 10 * k, 80 * k, 30)
+                Image.new("RGB", (20, 20), colour).save(tmp_path / "d" / split / cls / f"{i}.png")
     report = anklealign.inspect(tmp_path / "d", cache_dir=tmp_path / "cache")
     assert report.twin == {} and not report.synthetic and "ceiling" not in report.summary()

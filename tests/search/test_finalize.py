@@ -85,7 +85,8 @@ def _fake_loader(log: list, armed: dict[str, bool]) -> Any:
             test_ties=_Tripwire(torch.zeros(m, dtype=torch.bool), "ties", log, armed),
             test_annotator_labels=_Tripwire(annot, "annotator_labels", log, armed),
             annotators=tuple(f"A{i}" for i in range(a)), classes=CLASSES, kind="anklealign", synthetic=True,
-            source="fake dataset", fingerprint="fake" * 16, image_size=image_size, color=color, resize=resize)
+            source="fake dataset", fingerprint="fake" * 16, image_size=image_size, color=color, resize=resize,
+            report=types.SimpleNamespace(twin={}))
 
     return load
 
