@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._synth_model import Entry, Folder, Plan, Planner
-from ._twin_difficulty import Difficulty
 from ._synth_names import CLASS_FOLDERS, NameMaker, codes, mangle
+from ._twin_difficulty import Difficulty
 
 __all__ = ["CONSENSUS_SHARE", "NAME_QUIRKS", "build_plan"]
 

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ._layout import MARKER_JSON
 from ._synth_consensus import plan_annotators
 from ._synth_manifest import ImageTruth, manifest_fields
 from ._synth_plan import build_plan
-from ._layout import MARKER_JSON
 from ._synth_write import MARKER, ROOT, archive_files, write_archive
 from ._twin_difficulty import LEVELS, Difficulty, parse_difficulty
 from ._twin_summary import EVAL_PRIORS, expected_summary, realised, write_eval_draw, write_sheet
