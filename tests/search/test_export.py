@@ -19,7 +19,9 @@ from space import PRESET_TRIALS, build_cnn, normalize
 CLASSES = ("pronation", "neutral", "supination")
 REPO = Path(__file__).resolve().parents[2]
 DATA = {"kind": "anklealign", "synthetic": True, "source": "synthetic twin (seed 0, scale 1.0)",
-        "fingerprint": "f" * 64, "train_images": 10, "test_images": 4}
+        "fingerprint": "f" * 64, "train_images": 10, "test_images": 4,
+        "twin": {"difficulty": "realistic", "test": {"ceiling_macro_f1": 0.61, "ceiling_accuracy": 0.88,
+                                                     "label_noise": 0.28, "chance_macro_f1": 0.27}}}
 
 
 def _models(n: int = 2, name: str = "net4") -> tuple[list[torch.nn.Module], object]:
@@ -80,6 +82,7 @@ def test_card_states_data_preprocessing_versions_and_onnx_check(exported: tuple)
     assert card["data"] == DATA and card["seeds"] == [1, 2] and card["epochs"] == 3
     assert card["config"] == cfg.to_dict() and card["members"] == 2
     assert "SYNTHETIC TWIN" in card["intended_use"]
+    assert "test (consensus majority) macro-F1 ceiling 0.610 (chance 0.270" in card["intended_use"]
     pre = card["preprocessing"]
     assert (pre["image_size"], pre["color"], pre["resize"]) == (64, "gray", "stretch")
     steps = " ".join(pre["steps"]).lower()

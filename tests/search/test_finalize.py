@@ -146,6 +146,11 @@ def test_run_writes_every_file(best: Path) -> None:
 def test_metrics_hold_intervals_baselines_and_humans(metrics: dict[str, Any]) -> None:
     assert metrics["data"]["synthetic"] is True and metrics["data"]["kind"] == "anklealign"
     assert {"source", "fingerprint"} <= metrics["data"].keys()
+    twin = metrics["data"]["twin"]  # the twin's known limits travel with its metrics
+    assert twin["difficulty"] == "realistic"
+    for split in ("cv", "test"):
+        assert twin[split]["chance_macro_f1"] < twin[split]["ceiling_macro_f1"] <= 1
+    assert f"macro-F1 ceiling {twin['test']['ceiling_macro_f1']:.3f}" in format_table(metrics)
     assert isinstance(metrics["trial"], int) and isinstance(metrics["epochs"], int) and len(metrics["seeds"]) == 2
     assert metrics["config"]["model"]["blocks"]
     for block in (metrics["test"], metrics["ensemble"]):

@@ -51,6 +51,7 @@ def test_report_has_every_section_with_one_figure_and_the_synthetic_banner(full)
     study, run_dir, page = full
     assert (run_dir / "report.html").is_file()
     assert "SYNTHETIC TWIN — not real data" in page
+    assert "CV (training labels) macro-F1 ceiling 0.892 (chance 0.333" in page  # the twin's known limit
     sections = _sections(page)
     assert list(sections) == list(SECTIONS)
     for sid, title in SECTIONS.items():

@@ -49,7 +49,8 @@ def test_run_four_trials_records_everything(small_twin: Path, tmp_path: Path, fa
         assert t.user_attrs["cv_last"] == curve[-1] and t.user_attrs["cv_best"] == max(curve)
         if t.state == TrialState.COMPLETE:  # the study's objective is the best epoch's value
             assert t.value == t.user_attrs["cv_best"] == curve[t.user_attrs["best_epoch"] - 1]
-    assert study.user_attrs["data"]["synthetic"] is True
+    data = study.user_attrs["data"]
+    assert data["synthetic"] is True and "ceiling_macro_f1" in data["twin"]["cv"]
     assert (tmp_path / "anklealign" / "study.toml").is_file()
     assert study.user_attrs["definition"]["cv"]["folds"] == 2
 
