@@ -1,10 +1,66 @@
-"""Shared fixtures: a small synthetic twin built once per session, and a private data cache."""
+"""Shared fixtures: a small synthetic twin built once per session, and a private data cache.
+
+``REQUIRE_SERVICES=1`` (set by .ci/run) means: PostgreSQL, MariaDB and Chromium must be there. A test
+that needs one calls :func:`require_or_skip` (the fixture of that name), which then fails instead of
+skipping; and any other skip of a test not marked ``cuda`` fails too, so CI cannot pass by skipping
+what it must test. Without the variable (a laptop), such tests skip with the reason.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def require_or_skip(reason: str) -> NoReturn:
+    """A service or program the test needs is missing: fail under REQUIRE_SERVICES=1, else skip."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(name="require_or_skip")
+def _require_or_skip() -> Callable[[str], NoReturn]:
+    """:func:`require_or_skip` for test files (imported by path, they cannot import this conftest)."""
+    return require_or_skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs (or checks the absence of) a CUDA device; the only "
+                                       "tests that may skip under REQUIRE_SERVICES=1")
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Under REQUIRE_SERVICES=1 a skip (skipif, pytest.skip, importorskip) fails unless marked cuda."""
+    report = yield
+    if (REQUIRE_SERVICES and report.skipped and not hasattr(report, "wasxfail")
+            and item.get_closest_marker("cuda") is None):
+        report.outcome = "failed"
+        report.longrepr = f"REQUIRE_SERVICES=1: only tests marked cuda may skip; skipped: {_skip_reason(report)}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    """The same for a whole file skipped at import (pytest.skip(allow_module_level=True), importorskip)."""
+    report = yield
+    if REQUIRE_SERVICES and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"REQUIRE_SERVICES=1: a test file may not skip; skipped: {_skip_reason(report)}"
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ def test_pipeline_quick_json_reports_every_case_key(small_twin: Path) -> None:
         case["ours_images_per_s"] / case["compute_only_images_per_s"], rel=0.01)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the exit without a GPU")
 def test_gpu_jobs_exits_cleanly_without_a_gpu() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_jobs.py")], capture_output=True, text=True,

@@ -1,6 +1,7 @@
 """The dashboard as a user sees it: headless Chromium renders the study, its trials and notes.
 
-Skipped when Chromium is not installed (``apt-get install chromium``; .ci/run installs it).
+Skipped when Chromium is not installed (``apt-get install chromium``); under REQUIRE_SERVICES=1
+(.ci/run, which installs it) a missing Chromium fails instead.
 Leaves a screenshot of the study page at ``<run_dir>/dashboard.png``.
 """
 
@@ -20,7 +21,6 @@ from search.dashboard import artifact_store, attach_final, make_dashboard_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),
     # The page asks the server for importances of a 12-trial study; optuna says they are rough.
     pytest.mark.filterwarnings("ignore:Some regimes:UserWarning"),
 ]
@@ -39,6 +39,12 @@ def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProce
            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
            f"--virtual-time-budget={VIRTUAL_TIME_MS}", *extra, url]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(autouse=True)
+def _needs_chromium(require_or_skip) -> None:  # noqa: ANN001
+    if CHROMIUM is None:
+        require_or_skip("chromium is not installed (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")

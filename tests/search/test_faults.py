@@ -1,7 +1,8 @@
 """Faults on real server databases: a worker killed with SIGKILL, four workers on one study.
 
 PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306, the ``mysql`` extra) are the local
-servers; a test is skipped with the reason when its server is not reachable.
+servers; a test is skipped with the reason when its server is not reachable (it fails instead
+under REQUIRE_SERVICES=1, as on CI).
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ SERVERS = {
 FAST_HEARTBEAT = ["--set", "storage.heartbeat_interval=1", "--set", "storage.grace_period=3"]
 
 
-def _skip_unless_reachable(url: str) -> None:
+def _require_reachable(url: str, require_or_skip) -> None:  # noqa: ANN001 - the conftest fixture
     import sqlalchemy
 
     try:
         with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect():
             pass
-    except Exception as exc:  # noqa: BLE001 - any failure means: skip, saying why
-        pytest.skip(f"{url} not reachable: {str(exc).splitlines()[0]}")
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip (or fail), saying why
+        require_or_skip(f"{url} not reachable: {str(exc).splitlines()[0]}")
 
 
 # Runs ``python -m search`` with every fold's epoch made slower by a sleep, so that a test can see
@@ -70,9 +71,9 @@ def _worker(url: str, name: str, tmp: Path, data: Path, cache: Path, trials: int
 
 
 @pytest.fixture(params=["postgres", "mariadb"])
-def server_study(request: pytest.FixtureRequest):  # noqa: ANN201
+def server_study(request: pytest.FixtureRequest, require_or_skip):  # noqa: ANN001, ANN201
     url = SERVERS[request.param]
-    _skip_unless_reachable(url)
+    _require_reachable(url, require_or_skip)
     name = f"test-faults-{uuid.uuid4().hex[:8]}"
     yield url, name
     try:
@@ -136,9 +137,10 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
 
 
 @pytest.mark.postgres
-def test_four_workers_no_duplicates_no_losses(tmp_path: Path, small_twin: Path, data_cache: Path) -> None:
+def test_four_workers_no_duplicates_no_losses(tmp_path: Path, small_twin: Path, data_cache: Path,
+                                              require_or_skip) -> None:  # noqa: ANN001
     url = SERVERS["postgres"]
-    _skip_unless_reachable(url)
+    _require_reachable(url, require_or_skip)
     name = f"test-four-{uuid.uuid4().hex[:8]}"
     n = 8
     try:

@@ -69,10 +69,10 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_parallel_run_on_a_password_url_leaks_it_nowhere(tmp_path: Path, small_twin: Path, data_cache: Path,
-                                                           fast_args: list[str]) -> None:
+                                                           fast_args: list[str], require_or_skip) -> None:  # noqa: ANN001
     reason = _pg_reachable()
     if reason:
-        pytest.skip(f"PostgreSQL not reachable: {reason}")
+        require_or_skip(f"PostgreSQL not reachable: {reason}")
     name = f"secret-{uuid.uuid4().hex[:8]}"
     url = PG.format(quote(PASSWORD, safe=""))
     forms = {PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD)}

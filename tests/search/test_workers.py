@@ -36,10 +36,10 @@ def _study_file(tmp_path: Path, name: str, extra: str = "") -> Path:
 
 
 @pytest.fixture
-def pg_study(tmp_path: Path):  # noqa: ANN201
+def pg_study(tmp_path: Path, require_or_skip):  # noqa: ANN001, ANN201
     reason = _reachable(PG_URL)
     if reason:
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {reason}")
+        require_or_skip(f"PostgreSQL not reachable at {PG_URL}: {reason}")
     name = f"test-workers-{uuid.uuid4().hex[:8]}"
     yield name
     try:

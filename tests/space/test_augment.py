@@ -9,7 +9,8 @@ from space import AugmentCfg, augment_batch, normalize
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+    pytest.param("cuda", marks=[pytest.mark.cuda,
+                                pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]),
 ]
 EVERYTHING = AugmentCfg(hflip_p=0.5, rotate_deg=20.0, crop_scale_min=0.6, brightness=0.3, contrast=0.3)
 
