@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import zipfile
 from pathlib import Path
@@ -31,12 +32,18 @@ def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
     return encode(picture(seed, size))
 
 
+# Label Studio numbers tasks in upload order, and the loader pairs an annotator's same-named tasks with
+# images in that order: ids come from a counter (tasks made earlier were uploaded earlier), never from
+# hash(), which Python salts per process (a test's pairing would change from run to run).
+_task_ids = itertools.count(1)
+
+
 def task(name: str, label: str | None, *, prefix: str = "9d203653", cancelled: bool = False) -> dict:
-    """One Label Studio task as the standard JSON export writes it."""
+    """One Label Studio task as the standard JSON export writes it; ids increase with each call."""
     upload = f"{prefix}-{name}" if prefix else name
     result = [] if label is None else [{"type": "choices", "from_name": "choice", "to_name": "image",
                                          "value": {"choices": [label]}}]
-    return {"id": abs(hash(name)) % 10_000, "file_upload": upload,
+    return {"id": next(_task_ids), "file_upload": upload,
             "data": {"image": f"/data/upload/7/{upload}"},
             "annotations": [{"id": 1, "was_cancelled": cancelled, "result": result}]}
 

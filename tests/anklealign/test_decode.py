@@ -55,10 +55,32 @@ def test_skipped_with_reason(data: bytes, is_image: bool, reason: str) -> None:
     assert result.array is None
 
 
-def test_pixel_limit_is_configurable_and_checked_before_decoding() -> None:
-    assert MAX_PIXELS == 80_000_000
-    assert "too large" in decode(jpeg(4, (64, 48)), max_pixels=64 * 48 - 1).reason
+def test_pixel_limit_is_configurable_and_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit refuses an image from its header: not one pixel is decoded. Fails if the size is
+    checked after ``load()`` (a bomb would be decoded first) or if ``max_pixels`` is ignored."""
+    from PIL import ImageFile
+
+    loads: list[tuple[int, int]] = []
+    real_load = ImageFile.ImageFile.load
+
+    def counting_load(self: ImageFile.ImageFile):  # noqa: ANN202
+        loads.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    refused = decode(jpeg(4, (64, 48)), max_pixels=64 * 48 - 1)
+    assert "too large: 64x48" in refused.reason and refused.array is None
+    assert loads == []  # refused before decoding
     assert decode(jpeg(4, (64, 48)), max_pixels=64 * 48).reason == ""
+    assert loads  # ...while an image within the limit is decoded (the counter sees real decoding)
+
+
+def test_default_pixel_limit_sits_between_real_photos_and_bombs() -> None:
+    """By default one pixel over MAX_PIXELS is refused and the largest real photo (7172x4912) is not."""
+    over = decode(_png_header_only(MAX_PIXELS + 1, 1))
+    assert "too large" in over.reason and "Mpx limit" in over.reason
+    largest = decode(_png_header_only(7172, 4912))  # header only: it gets past the limit, then fails to decode
+    assert "too large" not in largest.reason and largest.reason
 
 
 def test_stretch_and_letterbox() -> None:
