@@ -145,7 +145,7 @@ def _verdict(r: dict) -> None:
     if r["difficulty"] == "realistic":
         goals["best closes >= 60 % of chance->ceiling"] = r["gap_closed"] is not None and r["gap_closed"] >= 0.6
         goals["under 10 min"] = r["seconds"] <= 600
-        if net6 is not None:
+        if net6 is not None and len(evals) > 1:
             goals["net6 >= 0.05 below best"] = evals[best] - net6 >= 0.05
     if r["difficulty"] == "hard":
         goals["every recipe within 0.05 of chance"] = all(abs(v - ch) <= 0.05 for v in evals.values())

@@ -43,3 +43,18 @@ def test_gpu_jobs_exits_cleanly_without_a_gpu() -> None:
                           timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "no CUDA device" in proc.stdout
+
+
+def test_twin_learnability_quick_json_reports_chance_ceiling_and_recipes() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "twin_learnability.py"), "--quick", "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    [level] = out["results"]
+    assert level["difficulty"] == "realistic" and level["eval_images"] == 30
+    assert 0 < level["chance"]["value"] < level["ceiling_eval"]["value"] <= 1
+    [(name, recipe)] = level["recipes"].items()
+    assert name.startswith("net6") and 0 <= recipe["eval_macro_f1"]["value"] <= 1
+    lo, hi = recipe["eval_macro_f1"]["ci95"]
+    assert lo <= recipe["eval_macro_f1"]["value"] <= hi
+    assert set(level["goals"]) == {"best closes >= 60 % of chance->ceiling", "under 10 min"}  # one recipe only
