@@ -92,7 +92,7 @@ def _estimate(truth: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, float]
 
 
 def ceiling(mix: Mixture, *, presentation_noise: float, reading_noise: float | None, readers: int = 1,
-            n: int = 200_000, seed: int = 0) -> dict[str, object]:
+            relabel: dict[int, int] | None = None, n: int = 200_000, seed: int = 0) -> dict[str, object]:
     """Monte Carlo accuracy and macro-F1 (with standard errors) of the Bayes classifier of a split.
 
     Args:
@@ -101,6 +101,8 @@ def ceiling(mix: Mixture, *, presentation_noise: float, reading_noise: float | N
         reading_noise: std in degrees of one person's reading of the shown tilt (bias and noise
             together); ``None`` for a split labelled with the true classes (the evaluation draw).
         readers: readings per label (1: one participant's label; k: the majority of k annotators).
+        relabel: label classes that never occur, mapped to the class given instead (the consensus set
+            has no supination majority: the generator ends such votes as neutral, ``{2: 1}``).
         n: Monte Carlo samples.
         seed: seed of the samples.
 
@@ -118,7 +120,12 @@ def ceiling(mix: Mixture, *, presentation_noise: float, reading_noise: float | N
         tie_break = rng.random((n, 3)) * 0.5
         counts = np.stack([(reads == c).sum(1) for c in range(3)], axis=1) + tie_break
         labels = counts.argmax(1)
-        out["vs_labels"] = _estimate(labels, _reading(r, reading_noise).argmax(1))
+        reading = _reading(r, reading_noise)
+        for src, dst in (relabel or {}).items():
+            labels[labels == src] = dst
+            reading[:, dst] += reading[:, src]
+            reading[:, src] = 0.0
+        out["vs_labels"] = _estimate(labels, reading.argmax(1))
         out["label_noise"] = round(float((labels != truth).mean()), 4)
     out["method"] = ("Monte Carlo over the generator's tilt distribution; the classifier sees the shown tilt "
                      "(the only latent variable that carries the class) and predicts the most probable class")

@@ -80,7 +80,8 @@ def test_twin_json_marker_and_inspect_agree(twin: anklealign.SynthManifest, tmp_
         for block in split["ceiling"].values():
             assert 0 < block["macro_f1"]["se"] < 0.01 and 0 < block["accuracy"]["value"] <= 1
     # What the twin holds: the train labels' noise rate is near the expected one.
-    assert abs(written["realised"]["train"]["label_noise"] - written["splits"]["train"]["label_noise"]) < 0.12
+    for split in ("train", "test"):   # few images at this scale: a wide tolerance
+        assert abs(written["realised"][split]["label_noise"] - written["splits"][split]["label_noise"]) < 0.15
     report = anklealign.inspect(twin.root, cache_dir=tmp_path / "cache")
     assert report.twin["splits"] == written["splits"] and report.twin["difficulty"]["name"] == "realistic"
     assert "ceiling macro-F1" in report.summary()
