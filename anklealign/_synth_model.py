@@ -10,7 +10,7 @@ from ._draw import NEUTRAL_BAND, tilt_class
 from ._synth_names import NameMaker
 from ._twin_difficulty import Difficulty
 
-__all__ = ["CLASS_PRIOR", "EXT_FORMAT", "TILT_RANGE", "Entry", "Folder", "Picture", "Plan", "Planner",
+__all__ = ["CLASS_PRIOR", "CONSENSUS_SHOWN", "EXT_FORMAT", "TILT_RANGE", "Entry", "Folder", "Picture", "Plan", "Planner",
            "shown_tilt"]
 
 CLASS_PRIOR = (0.40, 0.48, 0.12)  # true classes of ordinary photos; label noise moves them to ~41/43/16
@@ -33,10 +33,25 @@ class Picture:
     shown: float = 0.0
 
 
-def shown_tilt(tilt: float, key: int, seed: int, difficulty: Difficulty, stream: int = 5) -> float:
-    """The tilt a picture shows: its own random stream, so that the plan's draws do not depend on it."""
-    z = float(np.random.default_rng([seed, stream, key]).standard_normal())
-    return round(tilt + difficulty.presentation_noise * z, 3)
+# The consensus photos were chosen to look neutral (DATA.md: ~86 % neutral majorities): a consensus
+# picture of a neutral tilt shows at most this many degrees.
+CONSENSUS_SHOWN = NEUTRAL_BAND - 1.5
+
+
+def shown_tilt(tilt: float, key: int, seed: int, difficulty: Difficulty, stream: int = 5,
+               within: float | None = None) -> float:
+    """The tilt a picture shows: its own random stream, so that the plan's draws do not depend on it.
+
+    ``within``: pictures are selected to show at most this tilt (redrawn, as a photographer retakes).
+    """
+    rng = np.random.default_rng([seed, stream, key])
+    for _ in range(1000):
+        shown = tilt + difficulty.presentation_noise * float(rng.standard_normal())
+        if within is None or abs(shown) <= within:
+            break
+    if within is not None:
+        shown = float(np.clip(shown, -within, within))
+    return round(shown, 3)
 
 
 @dataclass
@@ -134,15 +149,16 @@ class Planner:
         grow = max(1.0, 128 / min(w, h))
         return round(w * grow), round(h * grow)
 
-    def picture(self, tilt: float | None = None) -> Picture:
-        """A new scene; without ``tilt``, its class is drawn from :data:`CLASS_PRIOR`."""
+    def picture(self, tilt: float | None = None, *, shown_within: float | None = None) -> Picture:
+        """A new scene; without ``tilt``, its class is drawn from :data:`CLASS_PRIOR` (``shown_within``: see
+        :func:`shown_tilt`)."""
         rng = self.rng
         if tilt is None:
             lo, hi = TILT_RANGE[int(rng.choice(3, p=CLASS_PRIOR))]
             tilt = float(rng.uniform(lo, hi))
         key = len(self.pictures)
         pic = Picture(key, round(tilt, 3), 2 if rng.random() < 0.3 else 1, self.size(),
-                      shown_tilt(tilt, key, self.seed, self.difficulty))
+                      shown_tilt(tilt, key, self.seed, self.difficulty, within=shown_within))
         self.pictures[pic.key] = pic
         return pic
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._synth_model import Entry, Folder, Plan, Planner
+from ._draw import NEUTRAL_BAND
+from ._synth_model import CONSENSUS_SHOWN, Entry, Folder, Plan, Planner
 from ._synth_names import CLASS_FOLDERS, NameMaker, codes, mangle
 from ._twin_difficulty import Difficulty
 
@@ -54,8 +55,9 @@ def _fill(p: Planner, folder: Folder, count: int, cons: list[tuple[float, bool]]
     internet = folder.role not in ("cons_c", "nojson", "english", "percent")
     for i in range(count):
         if i < len(cons):
-            pic = p.picture(cons[i][0])
-            if cons[i][1]:
+            tilt, tie = cons[i]
+            pic = p.picture(tilt, shown_within=None if tie or abs(tilt) > NEUTRAL_BAND else CONSENSUS_SHOWN)
+            if tie:
                 ties.add(pic.key)
             clash = folder.role == "cons_c" and i < p.n(CONSENSUS_NAME_CLASHES)
             p.add(folder, pic, scheme="sajat1" if clash else None).quirks.add("consensus")

@@ -35,15 +35,36 @@ _BATCHES = 20
 
 @dataclass(frozen=True)
 class Mixture:
-    """A tilt distribution: ``weights[k]`` of uniform tilts in ``ranges[k]``."""
+    """A tilt distribution: ``weights[k]`` of uniform tilts in ``ranges[k]``.
+
+    ``shown_within[k]``, where given, selects component k's pictures by their shown tilt: only those
+    with ``|r| <= shown_within[k]`` are kept (the consensus photos were chosen to look neutral).
+    """
 
     weights: tuple[float, ...]
     ranges: tuple[tuple[float, float], ...]
+    shown_within: tuple[float | None, ...] = ()
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+    def bound(self, k: int) -> float | None:
+        return self.shown_within[k] if k < len(self.shown_within) else None
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tilts, component of each): (n,), (n,)."""
         k = rng.choice(len(self.weights), size=n, p=np.asarray(self.weights) / sum(self.weights))
         lo, hi = np.asarray(self.ranges).T
-        return rng.uniform(lo[k], hi[k])
+        return rng.uniform(lo[k], hi[k]), k
+
+    def sample_shown(self, rng: np.random.Generator, n: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        """(true tilts, shown tilts), the shown ones redrawn where a component's selection refuses them."""
+        t, k = self.sample(rng, n)
+        r = t + sigma * rng.standard_normal(n)
+        bounds = np.array([np.inf if self.bound(j) is None else self.bound(j) for j in range(len(self.weights))])
+        for _ in range(1000):
+            out = np.abs(r) > bounds[k]
+            if not out.any():
+                break
+            r[out] = t[out] + sigma * rng.standard_normal(int(out.sum()))
+        return t, np.clip(r, -bounds[k], bounds[k])
 
     def class_prior(self) -> list[float]:
         """Share of each true class (the tilt bands the ranges cover)."""
@@ -63,11 +84,25 @@ def _posterior_true(r: np.ndarray, mix: Mixture, sigma: float) -> np.ndarray:
     """P(class(t) = c | r) up to a constant per row: (N, 3)."""
     out = np.zeros((len(r), 3))
     total = sum(mix.weights)
-    for w, (lo, hi) in zip(mix.weights, mix.ranges, strict=True):
+    for k, (w, (lo, hi)) in enumerate(zip(mix.weights, mix.ranges, strict=True)):
+        bound = mix.bound(k)
         for c, (a, b) in enumerate(_BANDS):
             left, right = max(lo, a), min(hi, b)
-            if right > left:  # density of t uniform on [left, right] times N(r; t, sigma), integrated over t
+            if right <= left:
+                continue
+            if bound is None:  # density of t uniform on [left, right] times N(r; t, sigma), integrated over t
                 out[:, c] += w / total / (hi - lo) * (ndtr((r - left) / sigma) - ndtr((r - right) / sigma))
+                continue
+            # Selected on |r| <= bound: r given t is N(t, sigma) truncated to [-bound, bound], so each t
+            # weighs N(r; t, sigma) / P(|r| <= bound | t); integrated numerically over t.
+            grid = np.linspace(left, right, 201)  # (G,)
+            keep = ndtr((bound - grid) / sigma) - ndtr((-bound - grid) / sigma)  # (G,)
+            for start in range(0, len(r), 20_000):
+                block = r[start:start + 20_000, None]  # (B, 1)
+                dens = np.exp(-0.5 * ((block - grid) / sigma) ** 2) / keep  # (B, G)
+                inside = (np.abs(block[:, 0]) <= bound)
+                out[start:start + 20_000, c] += inside * w / total / (hi - lo) * np.trapezoid(dens, grid, axis=1) \
+                    / (sigma * math.sqrt(2 * math.pi))
     return out
 
 
@@ -110,8 +145,7 @@ def ceiling(mix: Mixture, *, presentation_noise: float, reading_noise: float | N
         ``{"vs_true": {...}, "vs_labels": {...} (when there are labels), "samples": n, "method": ...}``.
     """
     rng = np.random.default_rng([seed, 9])
-    t = mix.sample(rng, n)
-    r = t + presentation_noise * rng.standard_normal(n)
+    t, r = mix.sample_shown(rng, n, presentation_noise)
     truth = _tilt_class(t)
     out: dict[str, object] = {"samples": n, "vs_true": _estimate(truth, _posterior_true(r, mix,
                                                                                    presentation_noise).argmax(1))}

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from ._draw import tilt_class
 from ._synth_images import picture_image
-from ._synth_model import CLASS_PRIOR, TILT_RANGE, Picture, shown_tilt
+from ._synth_model import CLASS_PRIOR, CONSENSUS_SHOWN, TILT_RANGE, Picture, shown_tilt
 from ._twin_ceiling import Mixture, ceiling, chance_macro_f1
 from ._twin_difficulty import LEVELS, Difficulty
 
@@ -27,7 +27,8 @@ __all__ = ["EVAL_PRIORS", "expected_summary", "realised", "write_eval_draw", "wr
 CLASSES = ("pronation", "neutral", "supination")
 # The true tilt distributions of the splits (anklealign._synth_plan draws them so).
 TRAIN_MIX = Mixture(weights=CLASS_PRIOR, ranges=TILT_RANGE)
-TEST_MIX = Mixture(weights=(0.10, 0.035, 0.865), ranges=((-17.0, -10.0), (-6.5, -5.5), (-3.0, 2.5)))
+TEST_MIX = Mixture(weights=(0.10, 0.035, 0.865), ranges=((-17.0, -10.0), (-6.5, -5.5), (-3.0, 2.5)),
+                   shown_within=(None, None, CONSENSUS_SHOWN))
 EVAL_PRIORS = {"train": TRAIN_MIX, "test": TEST_MIX}
 CONSENSUS_READERS = 16  # 15-18 annotators label each consensus image
 _EVAL_STREAM, _EVAL_SHOWN_STREAM, _EVAL_KEY = 7, 8, 10**7  # random streams no archive picture uses
@@ -104,15 +105,16 @@ def write_eval_draw(out: Path, *, n: int, seed: int, difficulty: Difficulty, pri
     if out.exists():
         raise FileExistsError(f"{out} already exists; remove it or choose another --out")
     rng = np.random.default_rng([seed, _EVAL_STREAM])
-    tilts = EVAL_PRIORS[prior].sample(rng, n)
+    mix = EVAL_PRIORS[prior]
+    tilts, components = mix.sample(rng, n)
     counts: Counter[str] = Counter()
     partial = out.with_name(f".{out.name}.partial")
     for c in CLASSES:
         (partial / c).mkdir(parents=True, exist_ok=True)
-    for i, t in enumerate(tilts.tolist()):
+    for i, (t, k) in enumerate(zip(tilts.tolist(), components.tolist(), strict=True)):
         key = _EVAL_KEY + i
         pic = Picture(key, round(t, 3), 2 if rng.random() < 0.3 else 1, _eval_size(rng),
-                      shown_tilt(t, key, seed, difficulty, stream=_EVAL_SHOWN_STREAM))
+                      shown_tilt(t, key, seed, difficulty, stream=_EVAL_SHOWN_STREAM, within=mix.bound(k)))
         cls = CLASSES[tilt_class(pic.tilt)]
         picture_image(pic, seed, difficulty, stream=_EVAL_STREAM).save(partial / cls / f"eval_{i:05d}.png")
         counts[cls] += 1

@@ -49,7 +49,7 @@ def test_ceiling_has_known_answers() -> None:
     # a and b (a > b) is integral of min(a N(x), b N(-x)) ... checked here against a direct simulation.
     noisy = ceiling(mix, presentation_noise=2.0, reading_noise=3.0, n=100_000, seed=1)
     rng = np.random.default_rng(2)
-    t = mix.sample(rng, 200_000)
+    t, _ = mix.sample(rng, 200_000)
     r = t + 2.0 * rng.standard_normal(len(t))
     truth = np.digitize(t, [-6.0, 6.0])
     # The Bayes classifier of r here: the class whose band holds r, except where the prior jump moves
@@ -145,3 +145,19 @@ def test_inspect_of_other_data_has_no_twin_figures(tmp_path: Path) -> None:
                 Image.new("RGB", (20, 20), colour).save(tmp_path / "d" / split / cls / f"{i}.png")
     report = anklealign.inspect(tmp_path / "d", cache_dir=tmp_path / "cache")
     assert report.twin == {} and not report.synthetic and "ceiling" not in report.summary()
+
+
+def test_selected_pictures_ceiling_matches_a_simulation() -> None:
+    # Consensus-like: neutral tilts whose pictures were chosen to show at most 4.5 degrees.
+    mix = Mixture(weights=(0.2, 0.8), ranges=((-15.0, -8.0), (-3.0, 2.5)), shown_within=(None, 4.5))
+    t, r = mix.sample_shown(np.random.default_rng(0), 50_000, 4.5)
+    assert np.abs(r[(t > -3.0)]).max() <= 4.5 and np.abs(r[t < -8.0]).max() > 4.5
+    est = ceiling(mix, presentation_noise=4.5, reading_noise=None, n=50_000)["vs_true"]["accuracy"]
+    # Brute force: the Bayes rule from a fine histogram of (r, class) pairs of a separate simulation.
+    t2, r2 = mix.sample_shown(np.random.default_rng(1), 400_000, 4.5)
+    bins = np.linspace(-30, 30, 241)
+    which = np.digitize(r2, bins)
+    truth2 = np.digitize(t2, [-6.0, 6.0])
+    rule = np.array([np.bincount(truth2[which == b], minlength=3).argmax() for b in range(len(bins) + 1)])
+    simulated = float((rule[np.digitize(r, bins)] == np.digitize(t, [-6.0, 6.0])).mean())
+    assert abs(est["value"] - simulated) < 0.01
