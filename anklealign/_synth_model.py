@@ -10,8 +10,8 @@ from ._draw import NEUTRAL_BAND, tilt_class
 from ._synth_names import NameMaker
 from ._twin_difficulty import Difficulty
 
-__all__ = ["CLASS_PRIOR", "CONSENSUS_SHOWN", "EXT_FORMAT", "TILT_RANGE", "Entry", "Folder", "Picture", "Plan", "Planner",
-           "shown_tilt"]
+__all__ = ["CLASS_PRIOR", "CONSENSUS_SHOWN", "EXT_FORMAT", "TILT_RANGE", "Entry", "Folder", "Picture", "Plan",
+           "Planner", "shown_tilt"]
 
 CLASS_PRIOR = (0.40, 0.48, 0.12)  # true classes of ordinary photos; label noise moves them to ~41/43/16
 TILT_RANGE = ((-20.0, -NEUTRAL_BAND), (-NEUTRAL_BAND, NEUTRAL_BAND), (NEUTRAL_BAND, 20.0))  # per true class
