@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from anklealign.errors import DataError
+from anklealign.report import twin_brief, twin_lines
 
 __all__ = ["MARKER", "MARKER_JSON", "Layout", "find_layout", "is_participant_code", "twin_figures"]
 
@@ -135,6 +136,8 @@ def twin_figures(marker_text: str) -> dict:
         return {}
     try:
         figures = json.loads(rest)
-    except ValueError:
+        twin_brief(figures)   # the shape every reader of the figures relies on; else they are not used
+        twin_lines(figures)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         return {}
-    return figures if isinstance(figures, dict) else {}
+    return figures

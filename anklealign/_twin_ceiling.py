@@ -12,8 +12,9 @@ classifier that sees ``r`` predicts the most probable class given ``r``:
   most probable single reading, the natural plug-in.
 
 Its accuracy and macro-F1 are estimated by Monte Carlo over the generator's own distributions, with
-standard errors (binomial for accuracy, batch means for macro-F1). No model that sees only the
-pixels can beat them, except by chance.
+standard errors (binomial for accuracy, batch means for macro-F1). No model that sees only the pixels
+beats its accuracy, except by chance; its macro-F1 is that of the accuracy-optimal rule, which a rule
+tuned for macro-F1 can exceed by a little (0.003 on the hard training split).
 """
 
 from __future__ import annotations
@@ -154,13 +155,13 @@ def ceiling(mix: Mixture, *, presentation_noise: float, reading_noise: float | N
         tie_break = rng.random((n, 3)) * 0.5
         counts = np.stack([(reads == c).sum(1) for c in range(3)], axis=1) + tie_break
         labels = counts.argmax(1)
-        reading = _reading(r, reading_noise)
-        for src, dst in (relabel or {}).items():
+        pred = _reading(r, reading_noise).argmax(1)
+        for src, dst in (relabel or {}).items():  # the vote first, then its relabelling: for both alike
             labels[labels == src] = dst
-            reading[:, dst] += reading[:, src]
-            reading[:, src] = 0.0
-        out["vs_labels"] = _estimate(labels, reading.argmax(1))
+            pred[pred == src] = dst
+        out["vs_labels"] = _estimate(labels, pred)
         out["label_noise"] = round(float((labels != truth).mean()), 4)
+        out["label_prior"] = [round(float(x), 4) for x in np.bincount(labels, minlength=3) / n]
     out["method"] = ("Monte Carlo over the generator's tilt distribution; the classifier sees the shown tilt "
                      "(the only latent variable that carries the class) and predicts the most probable class")
     return out

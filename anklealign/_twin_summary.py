@@ -9,6 +9,8 @@ generator, labelled with their true class, that no archive file shows.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,13 +42,17 @@ def _split(mix: Mixture, difficulty: Difficulty, *, reading_noise: float | None,
     est = ceiling(mix, presentation_noise=difficulty.presentation_noise, reading_noise=reading_noise,
                   readers=readers, relabel=relabel)
     prior = [round(p, 4) for p in mix.class_prior()]
-    return {"class_prior": dict(zip(CLASSES, prior, strict=True)),
-            "label_noise": est.get("label_noise", 0.0),
-            "labels": "true class" if reading_noise is None else
-            ("one participant's reading" if readers == 1 else f"majority of ~{readers} annotators"),
-            "ceiling": {k: est[k] for k in ("vs_true", "vs_labels") if k in est},
-            "chance_macro_f1": chance_macro_f1(prior, guess if guess is not None else prior),
-            "samples": est["samples"]}
+    scored = est.get("label_prior", prior)  # what a score on this split is against: labels, or the true class
+    out = {"class_prior": dict(zip(CLASSES, prior, strict=True)),
+           "label_noise": est.get("label_noise", 0.0),
+           "labels": "true class" if reading_noise is None else
+           ("one participant's reading" if readers == 1 else f"majority of ~{readers} annotators"),
+           "ceiling": {k: est[k] for k in ("vs_true", "vs_labels") if k in est},
+           "chance_macro_f1": chance_macro_f1(scored, guess if guess is not None else scored),
+           "samples": est["samples"]}
+    if "label_prior" in est:
+        out["label_prior"] = dict(zip(CLASSES, est["label_prior"], strict=True))
+    return out
 
 
 def expected_summary(difficulty: Difficulty) -> dict[str, Any]:
@@ -55,7 +61,7 @@ def expected_summary(difficulty: Difficulty) -> dict[str, Any]:
     Chance is the expected macro-F1 of guessing at random with the training labels' prior.
     """
     train = _split(TRAIN_MIX, difficulty, reading_noise=difficulty.label_noise, readers=1)
-    guess = list(train["class_prior"].values())
+    guess = list(train["label_prior"].values())
     annotator = math.hypot(difficulty.annotator_noise, difficulty.annotator_bias)
     return {
         "difficulty": {"name": difficulty.name, "level": difficulty.level,
@@ -108,17 +114,20 @@ def write_eval_draw(out: Path, *, n: int, seed: int, difficulty: Difficulty, pri
     mix = EVAL_PRIORS[prior]
     tilts, components = mix.sample(rng, n)
     counts: Counter[str] = Counter()
-    partial = out.with_name(f".{out.name}.partial")
-    for c in CLASSES:
-        (partial / c).mkdir(parents=True, exist_ok=True)
-    for i, (t, k) in enumerate(zip(tilts.tolist(), components.tolist(), strict=True)):
-        key = _EVAL_KEY + i
-        pic = Picture(key, round(t, 3), 2 if rng.random() < 0.3 else 1, _eval_size(rng),
-                      shown_tilt(t, key, seed, difficulty, stream=_EVAL_SHOWN_STREAM, within=mix.bound(k)))
-        cls = CLASSES[tilt_class(pic.tilt)]
-        picture_image(pic, seed, difficulty, stream=_EVAL_STREAM).save(partial / cls / f"eval_{i:05d}.png")
-        counts[cls] += 1
-    partial.replace(out)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")  # appears complete or not at all
+    try:
+        for c in CLASSES:
+            (partial / c).mkdir(parents=True)
+        for i, (t, k) in enumerate(zip(tilts.tolist(), components.tolist(), strict=True)):
+            key = _EVAL_KEY + i
+            pic = Picture(key, round(t, 3), 2 if rng.random() < 0.3 else 1, _eval_size(rng),
+                          shown_tilt(t, key, seed, difficulty, stream=_EVAL_SHOWN_STREAM, within=mix.bound(k)))
+            cls = CLASSES[tilt_class(pic.tilt)]
+            picture_image(pic, seed, difficulty, stream=_EVAL_STREAM).save(partial / cls / f"eval_{i:05d}.png")
+            counts[cls] += 1
+        partial.replace(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return {"images": n, "prior": prior, "path": str(out), "class_counts": {c: counts.get(c, 0) for c in CLASSES},
             "labels": "true class (no annotator noise)", "label_noise": 0.0}
 

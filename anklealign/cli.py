@@ -35,22 +35,27 @@ def _synth(args: argparse.Namespace) -> int:
 
     if args.out is None and args.sheet is None:
         raise _UsageError("synth needs --out DIR (the twin) or --sheet FILE.png (example pictures), or both")
-    if args.sheet is not None:
-        if args.sheet.suffix.lower() != ".png":
-            raise _UsageError(f"--sheet must name a .png file, got {args.sheet}")
-        print(f"wrote the difficulty contact sheet to {write_sheet(args.sheet, seed=args.seed)}")
+    if args.sheet is not None and args.sheet.suffix.lower() != ".png":
+        raise _UsageError(f"--sheet must name a .png file, got {args.sheet}")
     if args.out is None:
-        return 0
-    try:
-        manifest = anklealign.synth(args.out, seed=args.seed, scale=args.scale, as_zip=args.zip,
-                                    full_size=args.full_size, difficulty=args.difficulty, eval_n=args.eval,
-                                    eval_prior=args.eval_prior)
-    except (ValueError, FileExistsError) as exc:   # bad --seed/--scale/--difficulty, or --out already exists
-        raise _UsageError(str(exc)) from exc
-    print(f"wrote the synthetic twin (seed {args.seed}, scale {args.scale}, difficulty {manifest.difficulty.name}"
-          f"{', full size' if args.full_size else ''}) to {manifest.root}")
-    for line in twin_lines(manifest.twin):
-        print(line)
+        twin_only = [flag for flag, used in (("--difficulty", args.difficulty != "realistic"), ("--eval", args.eval),
+                                             ("--zip", args.zip), ("--full-size", args.full_size)) if used]
+        if twin_only:
+            raise _UsageError(f"{', '.join(twin_only)} describe the twin: give --out DIR too "
+                              "(the sheet always shows every named level)")
+    else:
+        try:   # the twin first: a bad value or an existing --out writes nothing at all
+            manifest = anklealign.synth(args.out, seed=args.seed, scale=args.scale, as_zip=args.zip,
+                                        full_size=args.full_size, difficulty=args.difficulty, eval_n=args.eval,
+                                        eval_prior=args.eval_prior)
+        except (ValueError, FileExistsError) as exc:   # bad --seed/--scale/--difficulty, or --out exists
+            raise _UsageError(str(exc)) from exc
+        print(f"wrote the synthetic twin (seed {args.seed}, scale {args.scale}, difficulty "
+              f"{manifest.difficulty.name}{', full size' if args.full_size else ''}) to {manifest.root}")
+        for line in twin_lines(manifest.twin):
+            print(line)
+    if args.sheet is not None:
+        print(f"wrote the difficulty contact sheet to {write_sheet(args.sheet, seed=args.seed)}")
     return 0
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -220,17 +222,31 @@ def synth(out: Path, *, seed: int = 0, scale: float = 1.0, as_zip: bool = False,
     plan = build_plan(seed, float(scale), full_size, level)
     annotators = plan_annotators(plan, {f.code: f.bias for f in plan.folders})
     expected = expected_summary(level)
-    digests = write_archive(archive_files(plan, annotators, GENERATOR_VERSION, expected), target, as_zip=as_zip)
-    fields_ = manifest_fields(plan, annotators, digests)
-    twin = {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "scale": float(scale),
-            "archive": str(target), **expected,
-            "realised": realised(fields_["labels"], {i: t.true_class for i, t in fields_["images"].items()},
-                                 fields_["consensus_majority"])}
-    if eval_n:
-        twin["eval"] = write_eval_draw(beside / "eval", n=eval_n, seed=seed, difficulty=level, prior=eval_prior)
-    atomic = beside / f".{TWIN_JSON}.partial"
-    atomic.write_text(json.dumps(twin, indent=1) + "\n")
-    atomic.replace(beside / TWIN_JSON)
+    # The evaluation draw first: each part appears complete or not at all, and a failure takes back
+    # what this call wrote, so the same command can simply be run again.
+    drawn = write_eval_draw(beside / "eval", n=eval_n, seed=seed, difficulty=level, prior=eval_prior) \
+        if eval_n else None
+    atomic = beside / f".{TWIN_JSON}.partial-{os.getpid()}"
+    try:
+        digests = write_archive(archive_files(plan, annotators, GENERATOR_VERSION, expected), target,
+                                as_zip=as_zip)
+        fields_ = manifest_fields(plan, annotators, digests)
+        twin = {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "scale": float(scale),
+                "archive": str(target), **expected,
+                "realised": realised(fields_["labels"], {i: t.true_class for i, t in fields_["images"].items()},
+                                     fields_["consensus_majority"]),
+                **({"eval": drawn} if drawn else {})}
+        atomic.write_text(json.dumps(twin, indent=1) + "\n")
+        atomic.replace(beside / TWIN_JSON)
+    except BaseException:
+        atomic.unlink(missing_ok=True)
+        if drawn:
+            shutil.rmtree(beside / "eval", ignore_errors=True)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists():
+            target.unlink()
+        raise
     seconds = round(time.perf_counter() - start, 3)
     log.info("synthetic twin: %d files in %s (seed %d, scale %g, %s, %.1f s)", len(digests), target, seed,
              scale, level.name, seconds)

@@ -96,6 +96,12 @@ def test_synth_sheet_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["synth", "--sheet", str(tmp_path / "levels.jpg")]) == 2
     assert main(["synth"]) == 2
     assert "--out DIR" in capsys.readouterr().err
+    # Twin options without a twin are refused, and a refused twin writes no sheet either.
+    assert main(["synth", "--sheet", str(tmp_path / "a.png"), "--difficulty", "bogus", "--eval", "4"]) == 2
+    assert "--difficulty, --eval describe the twin" in capsys.readouterr().err
+    (tmp_path / "taken" / "anklealign").mkdir(parents=True)
+    assert main(["synth", "--sheet", str(tmp_path / "b.png"), "--out", str(tmp_path / "taken")]) == 2
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()
 
 
 @pytest.mark.parametrize(("extra", "needle"), [(["--scale", "9"], "scale must be"), ([], "already exists"),

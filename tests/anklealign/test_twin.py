@@ -161,3 +161,54 @@ def test_selected_pictures_ceiling_matches_a_simulation() -> None:
     rule = np.array([np.bincount(truth2[which == b], minlength=3).argmax() for b in range(len(bins) + 1)])
     simulated = float((rule[np.digitize(r, bins)] == np.digitize(t, [-6.0, 6.0])).mean())
     assert abs(est["value"] - simulated) < 0.01
+
+
+def test_consensus_ceiling_against_labels_matches_a_brute_force_rule() -> None:
+    # Labels: majority of 16 readings, a supination majority ends as neutral (as the generator does).
+    # Noisy readers: the vote then differs from one reading's most probable class (the old mistake,
+    # merging the probabilities before the argmax, scored 0.776 here against the right rule's 0.831).
+    mix = Mixture(weights=(0.3, 0.7), ranges=((-14.0, -4.0), (-3.0, 9.0)))
+    est = ceiling(mix, presentation_noise=4.0, reading_noise=16.0, readers=16, relabel={2: 1}, n=100_000, seed=3)
+    rng = np.random.default_rng(4)
+    t, r = mix.sample_shown(rng, 400_000, 4.0)
+    reads = np.digitize(r[:, None] + 16.0 * rng.standard_normal((len(r), 16)), [-6.0, 6.0])
+    counts = np.stack([(reads == c).sum(1) for c in range(3)], axis=1) + rng.random((len(r), 3)) * 0.5
+    labels = counts.argmax(1)
+    labels[labels == 2] = 1
+    bins = np.linspace(-30, 30, 301)
+    which = np.digitize(r, bins)
+    rule = np.array([np.bincount(labels[which == b], minlength=3).argmax() for b in range(len(bins) + 1)])
+    brute = float((rule[which] == labels).mean())
+    assert abs(est["vs_labels"]["accuracy"]["value"] - brute) < 0.01
+    assert est["label_prior"][2] == 0.0
+
+
+def test_a_failed_eval_draw_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import anklealign._twin_summary as summary
+
+    calls = []
+
+    def failing(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    real = summary.picture_image
+    monkeypatch.setattr(summary, "picture_image", failing)
+    with pytest.raises(OSError, match="disk full"):
+        synth(tmp_path, seed=0, scale=0.05, eval_n=5)
+    assert list(tmp_path.iterdir()) == []   # no archive, no twin.json, no partial eval folder
+    monkeypatch.setattr(summary, "picture_image", real)
+    assert synth(tmp_path, seed=0, scale=0.05, eval_n=5).twin["eval"]["images"] == 5   # the same call again
+
+
+def test_malformed_marker_figures_are_ignored() -> None:
+    from anklealign._layout import MARKER_JSON, twin_figures
+
+    good = json.dumps({"difficulty": {"name": "hard"}, "splits": {}})
+    assert twin_figures(f"text\n{MARKER_JSON}\n{good}") == json.loads(good)
+    for bad in ('{"splits": {"train": {}}}', '{"difficulty": "hard", "splits": {}}', "[1, 2]", "{not json",
+                '{"difficulty": {"name": "x"}, "splits": {"train": {"ceiling": {"vs_labels": 3}}}}'):
+        assert twin_figures(f"text\n{MARKER_JSON}\n{bad}") == {}
+    assert twin_figures("a marker from an older generator, without figures") == {}
