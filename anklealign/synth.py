@@ -37,7 +37,7 @@ __all__ = ["EVAL_PRIORS", "GENERATOR_VERSION", "LEVELS", "MARKER", "MARKER_JSON"
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "2.0"  # bump whenever the same seed would produce different bytes (2.0: difficulty)
+GENERATOR_VERSION = "2.1"  # bump whenever the same seed would produce different bytes (2: difficulty, 2.1: figures)
 TWIN_JSON = "twin.json"  # written beside the archive
 MAX_SCALE = 4.0
 
