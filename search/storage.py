@@ -150,19 +150,27 @@ def _sqlite_wal(storage: RDBStorage) -> None:
 
 def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict, *, attempts: int) -> RDBStorage:
     """Open an RDB storage; several workers starting at once on an empty server database may race
-    to create the tables, so a failed first attempt on a server is retried after a short pause."""
-    for attempt in range(attempts):
+    to create the tables, so a failed first attempt on a server is retried after a short pause.
+
+    Two processes creating the same new SQLite file at once race too (``run`` and a dashboard or
+    a reader opened a moment early): the loser's IntegrityError on Optuna's schema-version row is
+    retried on any backend, as the tables exist by then.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    failures = 0
+    while True:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except ModuleNotFoundError:
             raise
-        except Exception:
-            if attempt == attempts - 1:
+        except Exception as exc:
+            failures += 1
+            if failures >= (max(attempts, 3) if isinstance(exc, IntegrityError) else attempts):
                 raise
-            time.sleep(1.0 + attempt)
-    raise AssertionError("unreachable")
+            time.sleep(0.2 if isinstance(exc, IntegrityError) else 1.0 + failures - 1)
 
 
 def _connect_args(parsed) -> dict:  # noqa: ANN001 - sqlalchemy URL

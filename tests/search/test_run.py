@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -172,17 +174,20 @@ def test_ctrl_c_records_the_trial_and_the_next_run_reaches_n(small_twin: Path, t
     db = tmp_path / "anklealign" / "study.db"
     # Generous: on a loaded 2-core machine the child's imports, data load and first epoch can take
     # minutes. A child that ended early fails at once with its own message instead of a timeout.
+    # The poll reads the file read-only: opening an Optuna storage on it would create the schema and
+    # race the child doing the same (the cause of this test's old flake: the child died of an
+    # IntegrityError and the poll waited out its deadline).
     deadline = time.monotonic() + 300
-    study = None
+    running = ("SELECT COUNT(*) FROM trials t JOIN trial_intermediate_values v ON v.trial_id = t.trial_id "
+               "WHERE t.state = 'RUNNING'")
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists():
             try:
-                study = study or _study(tmp_path)  # one storage, polled: not a new engine every 0.3 s
-                trials = study.get_trials(deepcopy=False)
-                if any(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 1 for t in trials):
-                    break
-            except Exception:  # the storage may be mid-creation
-                study = None
+                with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+                    if con.execute(running).fetchone()[0]:
+                        break
+            except sqlite3.Error:  # the tables may not exist yet
+                pass
         time.sleep(0.3)
     else:
         proc.kill()

@@ -98,3 +98,36 @@ def test_worker_refuses_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rc == 2
     err = capsys.readouterr().err
     assert "database is locked" in err and "journal" in err and "postgresql" in err
+
+
+
+def test_the_loser_of_the_sqlite_schema_race_opens_the_storage(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes creating one new SQLite study at once: the loser's IntegrityError is retried."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    import search.storage as storage
+    from search.studydef import load_study_def
+
+    real, calls = storage.RDBStorage, []
+
+    def racing(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:  # what the loser of the race sees (sqlite3, on Optuna's version row)
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "RDBStorage", racing)
+    section = load_study_def("anklealign", []).storage
+    assert storage.open_storage(f"sqlite:///{tmp_path / 'study.db'}", section) is not None
+    assert len(calls) == 2
+
+    def broken(*args: object, **kwargs: object) -> object:  # any other error on SQLite: at once, not retried
+        calls.append(1)
+        raise OperationalError("connect", {}, Exception("unable to open database file"))
+
+    calls.clear()
+    monkeypatch.setattr(storage, "RDBStorage", broken)
+    with pytest.raises(storage.StorageError, match="unable to open database file"):
+        storage.open_storage(f"sqlite:///{tmp_path / 'other.db'}", section)
+    assert len(calls) == 1
