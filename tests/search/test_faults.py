@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from search.runner import finished_count
 
@@ -97,7 +98,7 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
     while time.monotonic() < deadline:
         try:
             trials = _trials(url, name)
-        except KeyError:
+        except (KeyError, SQLAlchemyError):  # no study yet, or the worker is creating the tables right now
             trials = []
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         running = [t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2]
