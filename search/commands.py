@@ -187,11 +187,14 @@ def _run_parallel(args: argparse.Namespace, defn: StudyDef, opts, plan, data):  
 
 
 def _check_writable(run_dir: Path) -> None:
+    import tempfile
+
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A probe of its own: workers started together share the folder, and one fixed probe name let
+        # one worker delete the other's probe before its unlink ("No such file or directory").
+        with tempfile.TemporaryFile(dir=run_dir, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise SearchError(f"cannot write to the output folder {run_dir}: {exc.strerror or exc}") from exc
 

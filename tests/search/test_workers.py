@@ -131,3 +131,27 @@ def test_the_loser_of_the_sqlite_schema_race_opens_the_storage(tmp_path: Path,
     with pytest.raises(storage.StorageError, match="unable to open database file"):
         storage.open_storage(f"sqlite:///{tmp_path / 'other.db'}", section)
     assert len(calls) == 1
+
+
+def test_workers_checking_one_run_folder_at_once_do_not_trip_each_other(tmp_path: Path) -> None:
+    """Workers started together probe the same run folder; a shared probe file name made one fail."""
+    import threading
+
+    from search.commands import _check_writable
+
+    errors: list[Exception] = []
+
+    def probe() -> None:
+        for _ in range(300):
+            try:
+                _check_writable(tmp_path / "runs" / "study")
+            except Exception as exc:  # noqa: BLE001 - any failure is the bug
+                errors.append(exc)
+
+    threads = [threading.Thread(target=probe) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert list((tmp_path / "runs" / "study").iterdir()) == []   # no probe left behind
