@@ -20,13 +20,13 @@ from PIL import Image, ImageDraw
 
 from ._draw import tilt_class
 from ._synth_images import picture_image
+from ._synth_manifest import CLASSES
 from ._synth_model import CLASS_PRIOR, CONSENSUS_SHOWN, TILT_RANGE, Picture, shown_tilt
 from ._twin_ceiling import Mixture, ceiling, chance_macro_f1
 from ._twin_difficulty import LEVELS, Difficulty
 
 __all__ = ["EVAL_PRIORS", "expected_summary", "realised", "write_eval_draw", "write_sheet"]
 
-CLASSES = ("pronation", "neutral", "supination")
 # The true tilt distributions of the splits (anklealign._synth_plan draws them so).
 TRAIN_MIX = Mixture(weights=CLASS_PRIOR, ranges=TILT_RANGE)
 TEST_MIX = Mixture(weights=(0.10, 0.035, 0.865), ranges=((-17.0, -10.0), (-6.5, -5.5), (-3.0, 2.5)),
