@@ -102,6 +102,7 @@ def run_level(level: str, *, epochs: int, eval_n: int, scale: float, seed: int, 
            "ceiling_eval": twin["splits"]["eval_train_prior"]["ceiling"]["vs_true"]["macro_f1"],
            "ceiling_cv": twin["splits"]["train"]["ceiling"]["vs_labels"]["macro_f1"],
            "label_noise_train": twin["realised"]["train"]["label_noise"], "recipes": {}}
+    decoded: dict[InputCfg, tuple[torch.Tensor, np.ndarray]] = {}
     for name, cfg in recipes(epochs).items():
         if only and not any(o in name for o in only):
             continue
@@ -115,7 +116,9 @@ def run_level(level: str, *, epochs: int, eval_n: int, scale: float, seed: int, 
         folds = make_folds(labels, pool.groups, 3, seed)
         cv = fit_folds(pool, folds, cfg, metric="macro_f1", seed=seed)
         final = train_model(ds.train.images, ds.train.labels, cfg, epochs=epochs, seed=seed, num_classes=k)
-        x_eval, y_eval = load_eval(work / level / "eval", cfg.input, ds.classes)
+        if cfg.input not in decoded:  # mid and wide read the same size: decode the 1000 files once
+            decoded[cfg.input] = load_eval(work / level / "eval", cfg.input, ds.classes)
+        x_eval, y_eval = decoded[cfg.input]
         pred = predict_proba(final.model, x_eval).argmax(1).numpy()
         if "chance" not in out:
             out["chance"] = chance(y_eval, labels, k)
