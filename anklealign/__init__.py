@@ -1,5 +1,11 @@
 """AnkleAlign data: from a zip or folder to labelled, de-duplicated, decoded tensors.
 
+Two halves sit under this API: :mod:`anklealign.ingest` reads a source into a labelled,
+de-duplicated dataset, and :mod:`anklealign.twin` writes the synthetic twin of the real archive
+(``docs/DATA.md`` describes the archive). Other packages import the names below from ``anklealign``
+itself (and the report helpers from :mod:`anklealign.report`); the modules of the two halves are
+internal.
+
 Example::
 
     import anklealign
@@ -9,11 +15,11 @@ Example::
 
 from __future__ import annotations
 
-from anklealign._labels import CLASSES
 from anklealign.dataset import Dataset, Split, decode_image, inspect, load
 from anklealign.errors import DataError
+from anklealign.ingest.labels import CLASSES
 from anklealign.report import QualityReport
-from anklealign.synth import SynthManifest, synth
+from anklealign.twin.generator import SynthManifest, synth
 
 __all__ = ["CLASSES", "DataError", "Dataset", "QualityReport", "Split", "SynthManifest", "decode_image",
            "inspect", "load", "synth"]

@@ -31,7 +31,7 @@ class _UsageError(Exception):
 def _synth(args: argparse.Namespace) -> int:
     import anklealign
     from anklealign.report import twin_lines
-    from anklealign.synth import write_sheet
+    from anklealign.twin.eval_draw import write_sheet
 
     if args.out is None and args.sheet is None:
         raise _UsageError("synth needs --out DIR (the twin) or --sheet FILE.png (example pictures), or both")

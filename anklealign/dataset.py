@@ -1,4 +1,8 @@
-"""The public entry points: :func:`load` (tensors ready for training) and :func:`inspect` (the report)."""
+"""The public entry points: :func:`load` (tensors ready for training) and :func:`inspect` (the report).
+
+They join the two halves of the package: :mod:`anklealign.ingest` reads a source, and
+:mod:`anklealign.twin` generates the synthetic twin that ``source=None`` stands for.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from anklealign import _cache
-from anklealign._decode import Target, decode
-from anklealign._scan import decode_all, scan
-from anklealign._source import Source, open_source
 from anklealign.errors import DataError
+from anklealign.ingest import cache as _cache
+from anklealign.ingest.decode import Target, decode
+from anklealign.ingest.scan import decode_all, scan
+from anklealign.ingest.source import Source, open_source
 from anklealign.report import QualityReport
-from anklealign.synth import GENERATOR_VERSION, synth
+from anklealign.twin.generator import GENERATOR_VERSION, synth
 
 if TYPE_CHECKING:
     import torch

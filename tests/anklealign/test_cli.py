@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import subprocess
 import sys
 import types
@@ -116,9 +118,10 @@ def test_synth_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert err.startswith("error: ") and needle in err and err.count("\n") == 1
 
 
-def test_public_synth_is_the_function_after_importing_the_module() -> None:
-    import anklealign.synth as module  # noqa: F401  (importing the submodule must not rebind the name)
-
+def test_public_synth_is_the_function_after_importing_every_module() -> None:
+    for module in pkgutil.walk_packages(anklealign.__path__, "anklealign."):
+        if module.name != "anklealign.__main__":   # that one runs the CLI
+            importlib.import_module(module.name)   # a submodule named like a public name would rebind it
     assert callable(anklealign.synth) and not isinstance(anklealign.synth, types.ModuleType)
 
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import anklealign
-import anklealign._scan
 import anklealign.dataset
+import anklealign.ingest.scan
 from anklealign import DataError
 
 from .conftest import LABELS, MINI_EXPECTED, encode, export, jpeg, mini_files, picture, task, write_tree, write_zip
@@ -80,7 +80,7 @@ def test_second_load_decodes_nothing(mini_tree: Path, cache_dir: Path, monkeypat
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("decoded an image on a cached load")
 
-    monkeypatch.setattr(anklealign._scan, "decode", refuse)
+    monkeypatch.setattr(anklealign.ingest.scan, "decode", refuse)
     monkeypatch.setattr(Image, "open", refuse)
     second = anklealign.load(mini_tree, image_size=20, cache_dir=cache_dir)
     assert torch.equal(first.train.images, second.train.images) and first.test.ids == second.test.ids

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import anklealign
-from anklealign._decode import decode
-from anklealign.synth import SynthManifest
+from anklealign.ingest.decode import decode
+from anklealign.twin.generator import SynthManifest
 
 SCALE = 0.2
 
