@@ -27,7 +27,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from search import train as current  # noqa: E402
+from search.run import train as current  # noqa: E402
 from space import PRESET_TRIALS, BlockCfg, InputCfg, ModelCfg  # noqa: E402
 
 POOL = 252  # training images of the twin (scale 1.0); a fold trains on two thirds of them

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Several trial processes sharing one GPU: images/s per trial and trials/hour for K = 1, 2, 4, 8.
 
-Each of K child processes runs the real training path (``search.train.fit_folds``: uint8 pool on
+Each of K child processes runs the real training path (``search.run.train.fit_folds``: uint8 pool on
 the GPU, batched augmentation there, bf16 autocast, channels_last) for a fixed number of
 "trials" of net6 (default 128 px, 3 folds, 12 epochs) on a random uint8 pool of the twin's size.
 The children warm up, wait for a common start time, run, and report; the parent sums them up:
@@ -34,7 +34,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from search.train import FitResult, TrainPool, fit_folds, make_folds  # noqa: E402
+from search.run.train import FitResult, TrainPool, fit_folds, make_folds  # noqa: E402
 from space import PRESET_TRIALS, InputCfg  # noqa: E402
 
 POOL = 252  # training images of the twin (scale 1.0)

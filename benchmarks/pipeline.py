@@ -3,7 +3,7 @@
 
 For the same model, image size and batch size, one epoch over the twin's training pool with
 
-  (a) ``ours``: search.train's real path (uint8 pool tensor, gather by index, batched augmentation
+  (a) ``ours``: search.run.train's real path (uint8 pool tensor, gather by index, batched augmentation
       with net6's settings via ``space.augment_batch``, normalise, forward/backward/step);
   (b) ``compute``: the same model stepping on one pre-made normalised batch over and over
       (no input pipeline at all: the upper bound);
@@ -17,7 +17,7 @@ so that a neighbour's load on a shared machine hits all of them alike. Goals (CP
 ``ratio_vs_compute`` = a/b >= 0.9 and ``ratio_vs_pil_loader`` = a/c >= 3.
 
 The PIL loader's cost depends on the files it decodes: by default the twin is written at the real
-archive's sizes (median about 1280x960, as DATA.md describes the photographs); ``--small-files``
+archive's sizes (median about 1280x960, as docs/DATA.md describes the photographs); ``--small-files``
 keeps the default twin's small files (median ~280 px), where decoding is cheap and, at 128 px,
 even the compute-only bound is only about 2x the PIL loader.
 
@@ -51,7 +51,7 @@ from torch.utils.data import Dataset as TorchDataset  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
 import anklealign  # noqa: E402
-from search import train as tr  # noqa: E402
+from search.run import train as tr  # noqa: E402
 from space import (  # noqa: E402
     PRESET_TRIALS,
     BlockCfg,
@@ -124,10 +124,10 @@ class Case:
         # (b) the same model, one pre-made normalised (augmented) batch, no input pipeline.
         torch.manual_seed(0)
         bs = self.cfg.train.batch_size
-        # All three use the memory layout of search.train (channels_last), so that the ratios
+        # All three use the memory layout of search.run.train (channels_last), so that the ratios
         # measure the input pipelines, not the layout.
         self.c_model = build_cnn(self.cfg.model).to(device, memory_format=torch.channels_last)
-        self.c_opt = tr._make_optimizer(self.c_model, self.cfg)
+        self.c_opt = tr.OPTIMIZERS[self.cfg.train.optimizer](self.c_model, self.cfg.train)
         x = self.pool.images[:bs]
         self.c_x = normalize(augment_batch(x, self.cfg.augment, generator=torch.Generator(device).manual_seed(0)))
         self.c_x = self.c_x.contiguous(memory_format=torch.channels_last)
@@ -135,7 +135,7 @@ class Case:
         self.c_steps = len(tr._batches(torch.arange(self.n), bs))
         # (c) files decoded with PIL every epoch, torchvision transforms per sample, a DataLoader.
         self.p_model = build_cnn(self.cfg.model).to(device, memory_format=torch.channels_last)
-        self.p_opt = tr._make_optimizer(self.p_model, self.cfg)
+        self.p_opt = tr.OPTIMIZERS[self.cfg.train.optimizer](self.p_model, self.cfg.train)
         self.p_data = PilFiles(files, ds.train.labels.tolist(), pil_transform(size))
         self.loss_fn = torch.nn.CrossEntropyLoss()
 

@@ -5,7 +5,7 @@
    cold (empty cache) and again from the cache; the full-size twin (``full_size=True``, the real
    data's sizes) cold.
 2. Studies: the default study (``studies/anklealign.toml`` plus ``--set`` overrides) for a fixed
-   number of trials through ``search.runner.run_study`` (temp SQLite storage, the default of
+   number of trials through ``search.run.runner.run_study`` (temp SQLite storage, the default of
    ``make run``), once per pruner (default: the study's pruner and ``none``), same sampler seed,
    same enqueued seed nets. Per study: wall time, trials/hour, pruned fraction, epochs trained,
    best value, and ``overhead_fraction`` = 1 - sum(trials' epoch_seconds) / wall time of the
@@ -42,9 +42,9 @@ import torch  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 import anklealign  # noqa: E402
-from search.runner import RunOptions, run_study  # noqa: E402
-from search.storage import default_url  # noqa: E402
-from search.studydef import StudyDef, load_study_def  # noqa: E402
+from search.run.runner import RunOptions, run_study  # noqa: E402
+from search.study.definition import StudyDef, load_study_def  # noqa: E402
+from search.study.storage import default_url  # noqa: E402
 from space.search_space import SearchSpace  # noqa: E402
 
 _log = logging.getLogger("bench.search")
@@ -140,7 +140,7 @@ def run_one(defn: StudyDef, *, trials: int, tmp: Path, cache: Path, tag: str, st
 
 
 def _load(name: str, url: str) -> optuna.Study:
-    from search.storage import open_storage
+    from search.study.storage import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(url, load_study_def("anklealign").storage,
                                                                    heartbeat=False))
@@ -153,8 +153,8 @@ def replay(defn: StudyDef, none_run: dict[str, Any], *, permutations: int, seed:
     in ``permutations`` shuffled orders. Unlike a real run, a pruned trial does not change which
     configs the sampler proposes next: this isolates the pruner's decisions, with no new training.
     """
-    from search.runner import make_pruner
-    from search.studydef import study_def_from_dict
+    from search.run.strategies import make_pruner
+    from search.study.definition import study_def_from_dict
 
     study = _load(defn.name, none_run["storage_url"])
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -200,7 +200,7 @@ def replay(defn: StudyDef, none_run: dict[str, Any], *, permutations: int, seed:
 
 
 def run_final(defn: StudyDef, run: dict[str, Any], cache: Path) -> dict[str, Any]:
-    from search.finalize import finalize
+    from search.final.finalize import finalize
 
     study = _load(defn.name, run["storage_url"])
     _log.info("final step on the %s study ...", run["pruner"])

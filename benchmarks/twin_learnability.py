@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import anklealign  # noqa: E402
-from anklealign._twin_ceiling import chance_macro_f1  # noqa: E402
-from search.metrics import confusion, metrics_from_confusion  # noqa: E402
-from search.train import TrainPool, fit_folds, make_folds, predict_proba, train_model  # noqa: E402
+from anklealign.twin.ceiling import chance_macro_f1  # noqa: E402
+from search.run.metrics import confusion, metrics_from_confusion  # noqa: E402
+from search.run.train import TrainPool, fit_folds, make_folds, predict_proba, train_model  # noqa: E402
 from space import PRESET_TRIALS, AugmentCfg, BlockCfg, InputCfg, ModelCfg, TrainCfg, TrialCfg  # noqa: E402
 
 

@@ -1,0 +1,138 @@
+"""The handlers of ``best``, ``finalize``, ``export``, ``report`` and ``dashboard``.
+
+Each turns its flags into typed values (:mod:`search.cli.targets`), calls the library and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.cli.targets import load_target
+from search.final.finalize import finalize, finalize_trial
+from search.final.retrain import pick_trial, with_final_overrides
+from search.final.table import format_table
+from search.study import optuna_api
+from search.study.errors import SearchError
+from search.study.notes import ARTIFACTS_DIR, artifact_store
+from search.study.records import StudyRecord, TrialRecord
+from search.study.storage import redact
+from search.view.dashboard import dashboard_url, is_loopback, make_dashboard_server, release, serve_until_signal
+from search.view.report import write_report
+
+__all__ = ["cmd_best", "cmd_finalize", "cmd_export", "cmd_report", "cmd_dashboard", "summary_rows"]
+
+
+def summary_rows(study: optuna.Study, top: int) -> list[dict[str, Any]]:
+    """The ``top`` complete trials, best first, with their recorded scores and config."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    done.sort(key=lambda t: t.value, reverse=True)
+    rows = []
+    for t in done[:top]:
+        r = TrialRecord.of(t)
+        rows.append({"number": t.number, "value": t.value, "cv_best": r.cv_best, "best_epoch": r.best_epoch,
+                     "cv_last": r.cv_last, "epochs_run": r.epochs_run, "preset": r.preset,
+                     "params_count": r.params_count, "config": r.config})
+    return rows
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    """``best``: the top trials with their configs."""
+    target, study = load_target(args)
+    defn = target.defn
+    rows = summary_rows(study, args.top)
+    data = StudyRecord.of(study).data
+    if args.json:
+        print(json.dumps({"study": defn.name, "metric": defn.study.metric, "objective": defn.study.objective,
+                          "data": data, "trials": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"study {defn.name}: no complete trial yet")
+        return 0
+    data = data or {}
+    print(f"study {defn.name} — data: {data.get('note', '?')} ({data.get('source', '?')})")
+    print(f"top {len(rows)} by cross-validated {defn.study.metric} ({defn.study.objective.replace('_', ' ')} "
+          "value; best-epoch and last-epoch values both shown):")
+    for r in rows:
+        tag = f" [{r['preset']}]" if r["preset"] else ""
+        cfg = r["config"] or {}
+        model = cfg.get("model", {})
+        chans = [b.get("channels") for b in model.get("blocks", [])]
+        print(f"  #{r['number']}{tag}: {r['value']:.4f}  best epoch {r['best_epoch']}: {r['cv_best']:.4f}  "
+              f"last epoch {r['epochs_run']}: {r['cv_last']:.4f}  "
+              f"params={r['params_count']}  channels={chans} head={model.get('head_hidden')}  "
+              f"input={cfg.get('input')}  train={cfg.get('train')}")
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    """``finalize``: retrain the best trial, score it on the test set, export it; print the table."""
+    target, study = load_target(args)
+    defn = with_final_overrides(target.defn, args.overrides)
+    metrics = finalize(defn, study, run_dir=target.run_dir, device=args.device or defn.training.device,
+                       data_source=args.data)
+    print(format_table(metrics))
+    print(f"files: {target.run_dir / 'best'}: {', '.join(metrics['files'])}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``export --study NAME [--trial N] --out DIR [--runs runs/]``: retrain a trial like the final step.
+
+    Writes the same files as the final step into ``--out``.
+    """
+    target, study = load_target(args)
+    defn = with_final_overrides(target.defn, getattr(args, "overrides", None) or ())
+    trial = pick_trial(study, args.trial)
+    metrics = finalize_trial(defn, study, trial, out_dir=Path(args.out_dir).expanduser(), run_dir=target.run_dir,
+                             command="export", device=args.device or defn.training.device, data_source=args.data)
+    print(format_table(metrics))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``report``: write report.html and trials.csv into the study's run folder and print their paths."""
+    target, study = load_target(args)
+    path = write_report(study, target.run_dir, defn=target.defn)
+    print(f"report: {path}")
+    print(f"trials: {target.run_dir / 'trials.csv'}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``dashboard``: serve optuna-dashboard for the study until Ctrl-C (exit 0)."""
+    target, study = load_target(args)
+    host, port = args.host, args.port
+    if not 0 < port < 65536:
+        raise SearchError(f"--port must be in 1..65535, got {port}")
+    try:
+        store = artifact_store(target.run_dir)
+    except OSError as exc:
+        store = None
+        print(f"warning: no artifact store ({target.run_dir / ARTIFACTS_DIR}: {exc.strerror or exc}); "
+              f"the final model's files will not open", file=sys.stderr)
+    storage = optuna_api.storage_of(study)
+    server = make_dashboard_server(storage, host=host, port=port, store=store)
+    if not is_loopback(host):
+        print(f"warning: the dashboard has no authentication: anyone who can reach {host}:{port} can read "
+              f"this study, edit its notes and delete studies. Prefer the default --host 127.0.0.1 and an "
+              f"SSH tunnel (ssh -L {port}:127.0.0.1:{port} <this machine>).", file=sys.stderr)
+    data = StudyRecord.of(study).data or {}
+    n = len(study.get_trials(deepcopy=False))
+
+    def announce() -> None:  # printed once Ctrl-C is sure to stop the server
+        print(f"optuna-dashboard: study {study.study_name} ({n} trials) on {redact(target.storage_url)}")
+        if data:
+            print(f"data: {data.get('note', '?')} ({data.get('source', '?')})")
+        print(f"  {dashboard_url(host, port, optuna_api.study_id(study))}")
+        print("Ctrl-C to stop", flush=True)
+
+    serve_until_signal(server, ready=announce)
+    release(storage)
+    return 0

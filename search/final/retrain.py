@@ -1,0 +1,136 @@
+"""Which trial the final step takes, for how many epochs, and its retrain on the whole training pool.
+
+The retrain follows the trial's recipe exactly (optimiser, schedule over the recipe's full budget,
+augmentation, precision, batch size) for the epoch count the study's objective scored: the best
+epoch's, or the whole budget (:func:`retrain_epochs`). The seed nets named in ``final.baseline_presets``
+are retrained the same way. Nothing here reads the test split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+import anklealign
+from search.run.data import DataContext
+from search.run.queue import preset_trial
+from search.run.train import predict_proba, train_model
+from search.study.definition import StudyDef, apply_overrides, study_def_from_dict
+from search.study.errors import SearchError
+from search.study.records import TrialRecord
+from space import TrialCfg
+from space.search_space import SearchSpace
+
+__all__ = ["best_trial", "pick_trial", "with_final_overrides", "retrain_epochs", "Trained", "retrain",
+           "retrain_presets", "probabilities"]
+
+_log = logging.getLogger(__name__)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The COMPLETE trial with the best cross-validated value."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    if not done:
+        raise SearchError(f"study {study.study_name!r} has no complete trial to finalize yet")
+    return max(done, key=lambda t: (t.value, -t.number))
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial ``number`` (it must have finished with a config), or the best one when ``None``."""
+    if number is None:
+        return best_trial(study)
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is None:
+        raise SearchError(f"study {study.study_name!r} has no trial {number}")
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED) or TrialRecord.of(trial).config is None:
+        raise SearchError(f"trial {number} is {trial.state.name.lower()}: only complete or pruned trials "
+                          "with a recorded config can be exported")
+    return trial
+
+
+def with_final_overrides(defn: StudyDef, overrides: Sequence[str]) -> StudyDef:
+    """The recorded definition with a command's ``--set final.*`` overrides (run-only keys) applied."""
+    final = [o for o in overrides if o.strip().startswith("final.")]
+    return study_def_from_dict(apply_overrides(defn.to_dict(), final)) if final else defn
+
+
+def retrain_epochs(record: TrialRecord, *, objective: str, max_epochs: int, number: int) -> tuple[int, str]:
+    """How many epochs of its recipe a trial is retrained for, and why (the model card says both).
+
+    The study scored the trial at one point of its recipe; the retrain stops at the same point: its
+    best epoch for ``best_epoch``, the end of what it ran (the whole budget, unless pruned) for
+    ``last_epoch``. The schedule spans the recipe's full budget either way.
+    """
+    if objective == "best_epoch":
+        epochs, why = record.best_epoch, "its best epoch, whose cross-validated score the study optimised"
+    else:
+        epochs, why = record.epochs_run, "the last epoch it ran, whose cross-validated score the study optimised"
+    if not isinstance(epochs, int) or epochs < 1:
+        raise SearchError(f"trial {number} records no epoch count: cannot tell how long to retrain it")
+    return epochs, (f"{epochs} of the recipe's {max_epochs} epochs: {why} (trial {number}); the learning-rate "
+                    f"schedule runs over all {max_epochs}, as in the trial")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Models trained on the whole pool, before anything looked at the test set."""
+
+    name: str
+    cfg: TrialCfg
+    ds: anklealign.Dataset
+    epochs: int
+    models: list[torch.nn.Module]
+    epochs_from: str
+    losses: list[tuple[float, ...]]  # per seed, the mean training loss of each epoch
+
+
+def retrain(name: str, cfg: TrialCfg, ds: anklealign.Dataset, *, epochs: int, seeds: list[int],
+             device: torch.device, epochs_from: str) -> Trained:
+    images, labels = ds.train.images.to(device), ds.train.labels.to(device)
+    models, losses = [], []
+    for i, seed in enumerate(seeds):
+        _log.info("final: %s: training seed %d/%d (seed %d), %d epochs on %d images", name, i + 1, len(seeds),
+                  seed, epochs, len(labels))
+        done = train_model(images, labels, cfg, epochs=epochs, seed=seed, num_classes=len(ds.classes))
+        models.append(done.model)
+        losses.append(done.losses)
+    return Trained(name, cfg, ds, epochs, models, epochs_from, losses)
+
+
+def retrain_presets(defn: StudyDef, study: optuna.Study, ctx: DataContext, *, seeds: list[int],
+             device: torch.device) -> tuple[list[Trained], dict[str, Any]]:
+    """Retrain ``final.baseline_presets`` like the best trial; presets that cannot run are reported."""
+    space = SearchSpace.from_dict(dict(defn.space))
+    num_classes = ctx.num_classes
+    trained, skipped = [], {}
+    for name in defn.final.baseline_presets:
+        try:
+            cfg = preset_trial(name, space, defn.training.max_epochs, num_classes=num_classes)
+        except SearchError as exc:
+            skipped[name] = {"kind": "preset", "skipped": str(exc)}
+            continue
+        runs = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                       if TrialRecord.of(t).preset == name),
+                      key=lambda t: -(t.value if t.value is not None else float("-inf")))
+        if runs:
+            epochs, source = retrain_epochs(TrialRecord.of(runs[0]), objective=defn.study.objective,
+                                            max_epochs=defn.training.max_epochs, number=runs[0].number)
+        else:
+            epochs = defn.training.max_epochs
+            source = (f"all {epochs} epochs of its recipe: its trial did not complete in the study, so it has "
+                      "no scored epoch")
+        trained.append(retrain(name, cfg, ctx.dataset(cfg.input), epochs=epochs, seeds=seeds, device=device,
+                                epochs_from=source))
+    return trained, skipped
+
+
+def probabilities(run: Trained, images: torch.Tensor, device: torch.device) -> np.ndarray:
+    x = images.to(device)
+    return np.stack([predict_proba(m, x).numpy() for m in run.models])  # (S, M, K)

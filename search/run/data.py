@@ -1,0 +1,81 @@
+"""The bridge from ``anklealign`` datasets to what trials may see.
+
+Trials get a :class:`~search.run.train.TrainPool` (the training pool on the device) and its folds;
+the test split stays inside the :class:`anklealign.Dataset` and is read only by the final step.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import anklealign
+from anklealign.report import twin_brief
+from search.run.train import TrainPool, make_folds
+from space import InputCfg
+
+__all__ = ["DataContext", "describe"]
+
+_log = logging.getLogger(__name__)
+
+
+def describe(ds: anklealign.Dataset) -> dict[str, Any]:
+    """Which data a run used: every report and model card carries this."""
+    return {
+        "kind": ds.kind,
+        "synthetic": bool(ds.synthetic),
+        "source": ds.source,
+        "fingerprint": ds.fingerprint,
+        "classes": list(ds.classes),
+        "train_images": int(len(ds.train.labels)),
+        "test_images": int(len(ds.test.labels)),
+        "note": ("SYNTHETIC TWIN of the AnkleAlign data (generated, not real photographs)"
+                 if ds.synthetic else "real data"),
+        **({"twin": twin_brief(ds.report.twin)} if ds.synthetic and ds.report.twin else {}),
+    }
+
+
+@dataclass
+class DataContext:
+    """Loads the dataset once per input config (decoded tensors are cached on disk by anklealign)."""
+
+    source: str | None
+    device: torch.device
+    folds: int
+    seed: int
+    cache_dir: Path | None = None
+    default_input: InputCfg = field(default_factory=InputCfg)
+    _datasets: dict[tuple, anklealign.Dataset] = field(default_factory=dict)
+    _pools: dict[tuple, tuple[TrainPool, list]] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the data source (3 for AnkleAlign; folder names for an image folder)."""
+        if not self._datasets:
+            self.dataset(self.default_input)
+        return len(next(iter(self._datasets.values())).classes)
+
+    def dataset(self, inp: InputCfg) -> anklealign.Dataset:
+        key = (inp.image_size, inp.color, inp.resize)
+        if key not in self._datasets:
+            self._datasets[key] = anklealign.load(self.source, image_size=inp.image_size, color=inp.color,
+                                                  resize=inp.resize, cache_dir=self.cache_dir)
+        return self._datasets[key]
+
+    def pool(self, inp: InputCfg) -> tuple[TrainPool, list[tuple[np.ndarray, np.ndarray]]]:
+        """The training pool on the device and its stratified, grouped folds (never the test split)."""
+        key = (inp.image_size, inp.color, inp.resize)
+        if key not in self._pools:
+            train = self.dataset(inp).train
+            labels = train.labels.numpy()
+            groups = train.groups.numpy()
+            folds = make_folds(labels, groups, self.folds, self.seed)
+            pool = TrainPool(images=train.images.to(self.device), labels=train.labels.to(self.device),
+                             groups=groups, num_classes=len(self.dataset(inp).classes))
+            self._pools[key] = (pool, folds)
+        return self._pools[key]

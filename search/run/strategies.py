@@ -1,0 +1,41 @@
+"""The sampler and pruner of a study, chosen by name from a table (``[sampler] name``, ``[pruner] name``).
+
+Each entry builds the Optuna object from the study definition; adding a choice is one line here
+and the name in the list of valid values of :mod:`search.study.definition` (a test checks both agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+
+from search.study import optuna_api
+from search.study.definition import StudyDef
+
+__all__ = ["SAMPLERS", "PRUNERS", "make_sampler", "make_pruner"]
+
+SAMPLERS: dict[str, Callable[[StudyDef, int], optuna.samplers.BaseSampler]] = {
+    "random": lambda d, seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe": lambda d, seed: optuna_api.tpe_sampler(seed=seed, n_startup_trials=d.sampler.n_startup_trials,
+                                                   multivariate=d.sampler.multivariate),
+}
+
+PRUNERS: dict[str, Callable[[StudyDef], optuna.pruners.BasePruner]] = {
+    "median": lambda d: optuna.pruners.MedianPruner(n_startup_trials=d.pruner.n_startup_trials,
+                                                    n_warmup_steps=d.pruner.n_warmup_steps),
+    "successive_halving": lambda d: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(1, d.pruner.n_warmup_steps)),
+    "hyperband": lambda d: optuna.pruners.HyperbandPruner(min_resource=max(1, d.pruner.n_warmup_steps),
+                                                          max_resource=d.training.max_epochs),
+    "wilcoxon": lambda d: optuna_api.wilcoxon_pruner(p_threshold=0.1, n_startup_steps=d.pruner.n_warmup_steps),
+    "none": lambda d: optuna.pruners.NopPruner(),
+}
+
+
+def make_sampler(defn: StudyDef, *, seed: int) -> optuna.samplers.BaseSampler:
+    return SAMPLERS[defn.sampler.name](defn, seed)
+
+
+def make_pruner(defn: StudyDef) -> optuna.pruners.BasePruner:
+    return PRUNERS[defn.pruner.name](defn)

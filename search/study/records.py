@@ -1,0 +1,133 @@
+"""What a trial and a study record about themselves, in one typed place.
+
+:class:`TrialRecord`: the objective writes these fields into the trial's Optuna user attributes as it
+goes (the config first, so that even a crashed trial rebuilds; the figures when it ends), and every
+reader (runner, final step, notes, report, CLI) reads them back through :meth:`TrialRecord.of`.
+:class:`StudyRecord`: what ``run`` writes on the study when it creates it (the definition, its hash,
+the data description and fingerprint). No other module indexes ``user_attrs`` by string, so a field
+is renamed in exactly one place (``tests/test_architecture.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import BaseTrial, FrozenTrial
+
+__all__ = ["TrialRecord", "StudyRecord", "write", "attrs", "FIELDS", "queued_attrs"]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """The user attributes of one trial (``None`` = not recorded, e.g. a trial that failed early).
+
+    Attributes:
+        config: the resolved :class:`space.TrialCfg` as a dict (rebuilds the model without Optuna).
+        seed: the trial's seed (a re-queued trial keeps its first attempt's).
+        preset: the seed net it is (``net0`` ...), if enqueued as one.
+        params_count, macs: model size and multiply-accumulates per image.
+        device, worker: where it ran (``cpu``/``cuda:0``; ``host:pid``).
+        cv_best: the fold-mean validation score of its best epoch.
+        best_epoch: that epoch, 1-based (the epoch count a best-epoch retrain runs).
+        cv_last: the fold-mean validation score of the last epoch it ran.
+        epochs_run: epochs trained (fewer than the budget when pruned).
+        epoch_seconds: wall time of each epoch (all folds).
+        train_images_per_s, seconds, peak_memory_mb: throughput, total time, peak memory.
+        prune_reason, fail_reason: why it was pruned or failed.
+        interrupted: stopped by Ctrl-C (re-queued; does not count as finished).
+    """
+
+    config: dict[str, Any] | None = None
+    seed: int | None = None
+    preset: str | None = None
+    params_count: int | None = None
+    macs: int | None = None
+    device: str | None = None
+    worker: str | None = None
+    cv_best: float | None = None
+    best_epoch: int | None = None
+    cv_last: float | None = None
+    epochs_run: int | None = None
+    epoch_seconds: tuple[float, ...] = ()
+    train_images_per_s: float | None = None
+    seconds: float | None = None
+    peak_memory_mb: float | None = None
+    prune_reason: str | None = None
+    fail_reason: str | None = None
+    interrupted: bool = False
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | BaseTrial) -> TrialRecord:
+        """Read a trial's record (keys this version does not know are ignored)."""
+        attrs = trial.user_attrs
+        values = {k: attrs[k] for k in FIELDS if k in attrs}
+        if "epoch_seconds" in values:
+            values["epoch_seconds"] = tuple(values["epoch_seconds"])
+        return cls(**values)
+
+    @property
+    def reason(self) -> str | None:
+        """Why the trial did not complete, if it did not."""
+        return self.prune_reason or self.fail_reason
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recorded fields only (for trials.csv and JSON output)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialRecord))
+
+
+def attrs(**values: Any) -> dict[str, Any]:
+    """Fields of :class:`TrialRecord` as user attributes; an unknown name is a programming error."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"not fields of TrialRecord: {unknown} (valid: {', '.join(FIELDS)})")
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+
+
+def write(trial: BaseTrial, **values: Any) -> None:
+    """Record fields of :class:`TrialRecord` on a running trial."""
+    for key, value in attrs(**values).items():
+        trial.set_user_attr(key, value)
+
+
+def queued_attrs(*, preset: str | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The user attributes of a trial put in the queue: a seed net's name, a retry's first seed."""
+    return {k: v for k, v in (("preset", preset), ("seed", seed)) if v is not None}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """The user attributes of a study (``None`` = not recorded, e.g. a study made by another tool).
+
+    Attributes:
+        definition: the resolved study definition (``StudyDef.to_dict()``) the trials ran with.
+        definition_hash: the hash of its trial-relevant sections (joining workers must match it).
+        data: which data the study ran on (``search.run.data.describe``): every report says it.
+        data_fingerprint: the data's fingerprint (a resumed study must see the same data).
+    """
+
+    definition: dict[str, Any] | None = None
+    definition_hash: str | None = None
+    data: dict[str, Any] | None = None
+    data_fingerprint: str | None = None
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyRecord:
+        attrs = study.user_attrs
+        return cls(**{f.name: attrs[f.name] for f in dataclasses.fields(cls) if f.name in attrs})
+
+    def write(self, study: optuna.Study) -> None:
+        """Record the fields that are set (the hash first: a joining worker waits for it, then reads the rest)."""
+        for f in ("definition", "data", "data_fingerprint", "definition_hash"):
+            value = getattr(self, f)
+            if value is not None:
+                study.set_user_attr(f, value)
+
+    def setting(self, section: str, key: str) -> Any:
+        """A key of the recorded definition (``None`` when not recorded)."""
+        return ((self.definition or {}).get(section) or {}).get(key)

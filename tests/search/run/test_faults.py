@@ -1,0 +1,167 @@
+"""Faults on real server databases: a worker killed with SIGKILL, four workers on one study.
+
+PostgreSQL (127.0.0.1:5432) and MariaDB (127.0.0.1:3306, the ``mysql`` extra) are the local
+servers; a test is skipped with the reason when its server is not reachable (it fails instead
+under REQUIRE_SERVICES=1, as on CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
+
+from search.run.queue import finished_count
+
+ROOT = Path(__file__).resolve().parents[3]
+SERVERS = {
+    "postgres": os.environ.get("SEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "mariadb": os.environ.get("SEARCH_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+# Heartbeats every second, a trial is stale after 3 s without one: the test need not wait long.
+FAST_HEARTBEAT = ["--set", "storage.heartbeat_interval=1", "--set", "storage.grace_period=3"]
+
+
+def _require_reachable(url: str, require_or_skip) -> None:  # noqa: ANN001 - the conftest fixture
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect():
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip (or fail), saying why
+        require_or_skip(f"{url} not reachable: {str(exc).splitlines()[0]}")
+
+
+# Runs ``python -m search`` with every fold's epoch made slower by a sleep, so that a test can see
+# a finished trial and a running one before the worker is done however fast the machine is.
+_SLOW_MAIN = """
+import runpy, time
+import search.run.train as t
+_orig = t._train_epoch
+def _slow(*a, **k):
+    time.sleep({delay})
+    return _orig(*a, **k)
+t._train_epoch = _slow
+runpy.run_module("search", run_name="__main__", alter_sys=True)
+"""
+
+
+def _worker(url: str, name: str, tmp: Path, data: Path, cache: Path, trials: int, epochs: int,
+            extra: list[str] = (), slow_epoch_s: float = 0.0) -> subprocess.Popen:
+    study_file = tmp / f"{name}.toml"
+    if not study_file.exists():
+        text = (ROOT / "studies" / "anklealign.toml").read_text().replace('name = ""', f'name = "{name}"')
+        study_file.write_text(text)
+    main = ["-c", _SLOW_MAIN.format(delay=slow_epoch_s)] if slow_epoch_s else ["-m", "search"]
+    args = [sys.executable, *main, "-q", "worker", "--study", str(study_file), "--storage", url,
+            "--data", str(data), "--out", str(tmp / "runs"), "--trials", str(trials),
+            "--set", f"training.max_epochs={epochs}", "--set", "space.image_size=[32]", "--set", "cv.folds=2",
+            "--set", "pruner.name=none", *FAST_HEARTBEAT, *extra]
+    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "ANKLEALIGN_CACHE": str(cache)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def server_study(request: pytest.FixtureRequest, require_or_skip):  # noqa: ANN001, ANN201
+    url = SERVERS[request.param]
+    _require_reachable(url, require_or_skip)
+    name = f"test-faults-{uuid.uuid4().hex[:8]}"
+    yield url, name
+    try:
+        optuna.delete_study(study_name=name, storage=url)
+    except KeyError:
+        pass
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tuple[str, str], tmp_path: Path,
+                                                               small_twin: Path, data_cache: Path) -> None:
+    url, name = server_study
+    n = 3
+    # 12 epochs x 2 folds x 0.25 s: each of the victim's trials lasts at least 6 s.
+    victim = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12, slow_epoch_s=0.25)
+    deadline = time.monotonic() + 180
+    killed_number = None
+    while time.monotonic() < deadline:
+        try:
+            trials = _trials(url, name)
+        except (KeyError, SQLAlchemyError):  # no study yet, or the worker is creating the tables right now
+            trials = []
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2]
+        if done and running:
+            killed_number = running[0].number
+            before = {t.number: t.value for t in done}
+            os.kill(victim.pid, signal.SIGKILL)
+            break
+        if victim.poll() is not None:
+            pytest.fail(f"worker ended before it could be killed: {victim.communicate()[1]}")
+        time.sleep(0.2)
+    else:
+        victim.kill()
+        pytest.fail("never saw a finished trial and a running one")
+    victim.wait(timeout=30)
+    assert killed_number is not None
+    # The survivor arrives once the dead trial's heartbeat is older than the grace period (3 s);
+    # the first thing it does is fail that trial and take its re-queued copy.
+    time.sleep(4)
+
+    survivor = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12)
+    _, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+
+    trials = _trials(url, name)
+    study = optuna.load_study(study_name=name, storage=url)
+    by_number = {t.number: t for t in trials}
+    killed = by_number[killed_number]
+    assert killed.state == TrialState.FAIL  # failed by the heartbeat, not left RUNNING
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert finished_count(study) == n
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for number, value in before.items():  # every trial finished before the kill is intact
+        assert by_number[number].state == TrialState.COMPLETE and by_number[number].value == value
+
+
+@pytest.mark.postgres
+def test_four_workers_no_duplicates_no_losses(tmp_path: Path, small_twin: Path, data_cache: Path,
+                                              require_or_skip) -> None:  # noqa: ANN001
+    url = SERVERS["postgres"]
+    _require_reachable(url, require_or_skip)
+    name = f"test-four-{uuid.uuid4().hex[:8]}"
+    n = 8
+    try:
+        # No presets: the sampler's own first proposals must differ between workers.
+        procs = [_worker(url, name, tmp_path, small_twin, data_cache, n, epochs=1,
+                         extra=["--set", "study.enqueue_presets=[]"]) for _ in range(4)]
+        for p in procs:
+            _, err = p.communicate(timeout=400)
+            assert p.returncode == 0, err
+        trials = _trials(url, name)
+        numbers = [t.number for t in trials]
+        assert len(numbers) == len(set(numbers)), "a trial number appears twice"
+        study = optuna.load_study(study_name=name, storage=url)
+        assert finished_count(study) >= n
+        assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.FAIL)], "a trial was lost"
+        params = [json.dumps(t.params, sort_keys=True) for t in trials]
+        assert len(params) == len(set(params)), "two workers proposed identical parameter sets"
+        assert len({t.user_attrs["worker"] for t in trials}) >= 2
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=url)
+        except KeyError:
+            pass
