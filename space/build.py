@@ -33,7 +33,7 @@ def _act(name: str) -> nn.Module:
 def _block(in_channels: int, cfg: BlockCfg) -> nn.Sequential:
     stride = 2 if cfg.downsample == "stride" else 1
     # The conv keeps its bias even before batchnorm: the seed nets did, and their parameter
-    # counts (SEED_NETS.md: net4 = net3 + 2 x 152 batchnorm parameters) say so.
+    # counts (docs/SEED_NETS.md: net4 = net3 + 2 x 152 batchnorm parameters) say so.
     layers: list[tuple[str, nn.Module]] = [
         ("conv", nn.Conv2d(in_channels, cfg.channels, cfg.kernel_size, stride=stride,
                            padding=cfg.kernel_size // 2)),

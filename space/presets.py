@@ -1,4 +1,4 @@
-"""The student's hand-made nets (SEED_NETS.md) as named configs.
+"""The student's hand-made nets (docs/SEED_NETS.md) as named configs.
 
 ``PRESETS`` holds the models; ``PRESET_TRIALS`` the same models with the student's training
 and augmentation settings, so a study can enqueue them as its first trials and compare every
@@ -7,7 +7,7 @@ search with them inside the same study. Every preset trial is a point of the def
 
 Decision: the input is 64 px gray, stretched (the study's default image size), not the student's
 224 px, to fit our CPU budget. The architectures are size-independent (global average pooling),
-so the parameter counts are those of SEED_NETS.md; only the compute per image differs.
+so the parameter counts are those of docs/SEED_NETS.md; only the compute per image differs.
 Early stopping is not part of a trial config (pruning and the epoch budget replace it).
 """
 

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from space import PRESETS, BlockCfg, ModelCfg, build_cnn, count_macs, count_params
 from space.config import ACTIVATIONS
 
-# SEED_NETS.md, with 1 input channel and 3 classes.
+# docs/SEED_NETS.md, with 1 input channel and 3 classes.
 SEED_PARAMS = {
     "baseline": 8_195, "net0": 18_563, "net1": 27_811, "net2": 55_523,
     "net3": 55_523, "net4": 55_827, "net5": 55_827, "net6": 33_331,
