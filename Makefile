@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EXTRAS ?= postgres,mysql,onnx,dev
-TRIALS ?= 100
+TRIALS ?= 30
 ARGS   ?=
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from space.augment import augment_batch, normalize
 from space.build import build_cnn, count_macs, count_params
 from space.config import AugmentCfg, BlockCfg, InputCfg, ModelCfg, TrainCfg, TrialCfg
-from space.presets import PRESET_TRIALS, PRESETS
+from space.presets import DEFAULT_TRIAL, PRESET_TRIALS, PRESETS, SEED_NETS
 
 if TYPE_CHECKING:
     from space.search_space import SearchSpace, suggest, to_params
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = [
     "PRESETS",
     "PRESET_TRIALS",
+    "DEFAULT_TRIAL",
+    "SEED_NETS",
     "AugmentCfg",
     "BlockCfg",
     "InputCfg",

@@ -28,6 +28,7 @@ HANDLERS = {
     "worker": "search.cli.run:cmd_worker",
     "finalize": "search.cli.commands:cmd_finalize",
     "best": "search.cli.commands:cmd_best",
+    "score": "search.cli.commands:cmd_score",
     "report": "search.cli.commands:cmd_report",
     "export": "search.cli.commands:cmd_export",
     "predict": "search.cli.predict:cmd_predict",

@@ -1,4 +1,4 @@
-"""The handlers of ``best``, ``finalize``, ``export``, ``report`` and ``dashboard``.
+"""The handlers of ``best``, ``finalize``, ``export``, ``score``, ``report`` and ``dashboard``.
 
 Each turns its flags into typed values (:mod:`search.cli.targets`), calls the library and prints.
 """
@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 from search.cli.targets import load_target
 from search.final.finalize import finalize, finalize_trial
 from search.final.retrain import pick_trial, with_final_overrides
-from search.final.table import format_table
+from search.final.score import score_folder
+from search.final.table import format_table, gain_lines, metric_rows
 from search.study import optuna_api
 from search.study.errors import SearchError
 from search.study.notes import ARTIFACTS_DIR, artifact_store
@@ -26,7 +27,7 @@ from search.study.storage import redact
 from search.view.dashboard import dashboard_url, is_loopback, make_dashboard_server, release, serve_until_signal
 from search.view.report import write_report
 
-__all__ = ["cmd_best", "cmd_finalize", "cmd_export", "cmd_report", "cmd_dashboard", "summary_rows"]
+__all__ = ["cmd_best", "cmd_finalize", "cmd_export", "cmd_score", "cmd_report", "cmd_dashboard", "summary_rows"]
 
 
 def summary_rows(study: optuna.Study, top: int) -> list[dict[str, Any]]:
@@ -93,6 +94,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     metrics = finalize_trial(defn, study, trial, out_dir=Path(args.out_dir).expanduser(), run_dir=target.run_dir,
                              command="export", device=args.device or defn.training.device, data_source=args.data)
     print(format_table(metrics))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """``score RUN_DIR FOLDER``: the final models and baselines on an extra labelled folder."""
+    if args.bootstrap < 0:
+        raise SearchError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    m = score_folder(Path(args.run_dir).expanduser(), Path(args.folder).expanduser(), n_boot=args.bootstrap,
+                     seed=args.seed)
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return 0
+    data = m["data"]
+    counts = ", ".join(f"{c} {n}" for c, n in data["class_counts"].items())
+    trained = (data.get("trained_on") or {}).get("note", "?")
+    print(f"study {m['study']}: models trained on {trained}; scored on {data['folder']} "
+          f"({data['images']} images: {counts}; {len(data['skipped'])} undecodable left out)")
+    print(f"exported: {m.get('exported') or 'the ensemble of best/'}")
+    print("mean [95 % bootstrap interval over the images]; ± = std over seeds; this folder is not a test-set read\n")
+    print("\n".join([*metric_rows(m), "", *gain_lines(m)]))
     return 0
 
 

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="final.KEY=VALUE", dest="overrides",
                    help="override a [final] key for this step, e.g. --set final.seeds=3")
 
+    p = sub.add_parser("score", help="score a finished run's models and baselines on another labelled folder")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (runs/<study>/, holding best/)")
+    p.add_argument("folder", metavar="FOLDER", help="a labelled folder: FOLDER/<class>/ images (e.g. a twin's eval/)")
+    p.add_argument("--json", action="store_true", help="one JSON object shaped like best/metrics.json")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+
     p = sub.add_parser("best", help="print the top trials with their configs")
     _add_study_args(p)
     p.add_argument("--top", type=int, default=5, help="how many trials (default 5)")

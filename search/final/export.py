@@ -51,24 +51,30 @@ _CHECK_IMAGES = 16  # random check images when none are given
 
 
 class EnsembleCNN(nn.Module):
-    """R networks of one :class:`ModelCfg`; the output is the mean of their softmax probabilities.
+    """Networks on one input; the output is the mean of their softmax probabilities.
 
-    Input ``image``: (B, C, H, W) float32, normalised with :func:`space.normalize`;
-    output ``probabilities``: (B, K), rows sum to 1.
+    The members are R seeds of one :class:`ModelCfg`, or (a top-k ensemble) R seeds of each of k
+    configs: ``member_cfgs`` then gives each member's config. Input ``image``: (B, C, H, W) float32,
+    normalised with :func:`space.normalize`; output ``probabilities``: (B, K), rows sum to 1.
     """
 
-    def __init__(self, cfg: ModelCfg, members: int) -> None:
+    def __init__(self, cfg: ModelCfg, members: int, member_cfgs: Sequence[ModelCfg] | None = None) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"an ensemble needs at least one member, got {members}")
+        cfgs = list(member_cfgs) if member_cfgs is not None else [cfg] * members
+        if len(cfgs) != members or len({c.num_classes for c in cfgs}) != 1:
+            raise ValueError(f"{members} members need {members} configs with one class count")
         self.cfg = cfg
-        self.members = nn.ModuleList(build_cnn(cfg) for _ in range(members))
+        self.member_cfgs = cfgs
+        self.members = nn.ModuleList(build_cnn(c) for c in cfgs)
         self.eval()
 
     @classmethod
-    def from_models(cls, cfg: ModelCfg, models: Sequence[nn.Module]) -> EnsembleCNN:
-        """A CPU ensemble with the weights of trained models (any device) of this config."""
-        ens = cls(cfg, len(models))
+    def from_models(cls, cfg: ModelCfg, models: Sequence[nn.Module],
+                    member_cfgs: Sequence[ModelCfg] | None = None) -> EnsembleCNN:
+        """A CPU ensemble with the weights of trained models (any device) of these configs."""
+        ens = cls(cfg, len(models), member_cfgs)
         for member, model in zip(ens.members, models, strict=True):
             member.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
         return ens.eval()
@@ -149,17 +155,20 @@ def intended_use(data: dict[str, Any]) -> str:
 
 
 def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, *, card: dict[str, Any],
-               classes: Sequence[str], check_images: torch.Tensor | None = None) -> dict[str, Any]:
+               classes: Sequence[str], check_images: torch.Tensor | None = None,
+               member_trials: Sequence[TrialCfg] | None = None, onnx: bool = True) -> dict[str, Any]:
     """Write model.pt, model.onnx and model_card.json for an ensemble of trained models.
 
     Args:
         out_dir: folder to write into (created).
         models: the R trained members (built from ``cfg.model``, any device).
-        cfg: their trial config (the card and model.pt record it).
+        cfg: their trial config (the card and model.pt record it); for a top-k ensemble the first
+            (best) trial's, with ``member_trials`` giving each member's trial config (all share ``cfg.input``).
         card: caller's card fields (``data`` = :func:`search.run.data.describe`, metrics, seeds, epochs, ...);
             the format, config, preprocessing, versions, date, ONNX check and intended use are added.
         classes: the K class names (index = output column).
         check_images: uint8 (N, C, H, W) images the ONNX model is checked on (default: seeded noise).
+        onnx: write model.onnx too (a baseline kept only for ``search score`` needs model.pt alone).
 
     Returns:
         The card as written.
@@ -167,16 +176,22 @@ def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, 
     out_dir = Path(out_dir)
     if len(classes) != cfg.model.num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {cfg.model.num_classes} outputs")
-    ensemble = EnsembleCNN.from_models(cfg.model, models)
+    if member_trials is not None and any(t.input != cfg.input for t in member_trials):
+        raise ValueError("the members of an ensemble must share one input config")
+    member_cfgs = [t.model for t in member_trials] if member_trials is not None else None
+    ensemble = EnsembleCNN.from_models(cfg.model, models, member_cfgs)
     blob = {"format": FORMAT, "config": cfg.to_dict(),
             "state_dicts": [dict(m.state_dict()) for m in ensemble.members],
             "classes": list(classes), "preprocessing": preprocessing(cfg.input)}
+    if member_trials is not None:
+        blob["member_trials"] = [t.to_dict() for t in member_trials]
     atomic.write_with(out_dir / "model.pt", lambda p: torch.save(blob, p))
     if check_images is None:
         gen = torch.Generator().manual_seed(0)
         size = (_CHECK_IMAGES, cfg.input.channels, cfg.input.image_size, cfg.input.image_size)
         check_images = torch.randint(0, 256, size, generator=gen, dtype=torch.uint8)
-    onnx_info = _export_onnx(ensemble, normalize(check_images.cpu()), out_dir / "model.onnx")
+    onnx_info = (_export_onnx(ensemble, normalize(check_images.cpu()), out_dir / "model.onnx") if onnx
+                 else {"exported": False, "reason": "not asked for (a baseline kept for 'search score')"})
     full = {"format": FORMAT, **card, "classes": list(classes), "config": cfg.to_dict(),
             "members": len(models), "preprocessing": blob["preprocessing"], "onnx": onnx_info,
             "files": ["model.pt", "model.onnx"] if onnx_info.get("exported") else ["model.pt"],
@@ -303,7 +318,9 @@ def load_model(model_dir: Path | str) -> tuple[EnsembleCNN, dict[str, Any]]:
     try:
         cfg = TrialCfg.from_dict(blob["config"])
         states = blob["state_dicts"]
-        model = EnsembleCNN(cfg.model, len(states))
+        member_cfgs = ([TrialCfg.from_dict(m).model for m in blob["member_trials"]] if "member_trials" in blob
+                       else None)
+        model = EnsembleCNN(cfg.model, len(states), member_cfgs)
         for member, state in zip(model.members, states, strict=True):
             member.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

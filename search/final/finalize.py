@@ -24,8 +24,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.final.export import save_model
-from search.final.retrain import best_trial, probabilities, retrain, retrain_epochs, retrain_presets
+from search.final.gain import search_gain
+from search.final.retrain import Trained, best_trial, probabilities, retrain, retrain_epochs, retrain_presets
 from search.final.scoring import annotator_agreement, baselines, score_seeds
+from search.final.selection import Selection, select
 from search.final.table import card_summary, confusion_png, confusion_title, format_table
 from search.final.testset import TEST_READS, read_test, reads_block
 from search.run.data import DataContext, describe
@@ -36,7 +38,7 @@ from search.study.errors import SearchError
 from search.study.notes import attach_final
 from search.study.records import StudyRecord, TrialRecord
 from search.study.seeds import final_seed
-from space import TrialCfg
+from space import SEED_NETS, TrialCfg
 
 __all__ = ["finalize", "finalize_trial"]
 
@@ -45,17 +47,28 @@ _log = logging.getLogger(__name__)
 _FILES = ("model.pt", "model.onnx", "model_card.json", "metrics.json", "confusion.png")
 
 
-def _cv_block(defn: StudyDef, trial: FrozenTrial, record: TrialRecord) -> dict[str, Any]:
-    """The trial's cross-validated scores: the one the study optimised, and both of them."""
+def _cv_block(defn: StudyDef, trial: FrozenTrial, record: TrialRecord, selection: Selection) -> dict[str, Any]:
+    """The trial's cross-validated scores: the one the study optimised, the others, and the bias-corrected one."""
     return {"metric": defn.study.metric, "objective": defn.study.objective, "value": trial.value,
             "best_epoch_value": record.cv_best, "best_epoch": record.best_epoch,
-            "last_epoch_value": record.cv_last, "epochs_run": record.epochs_run, "folds": defn.cv.folds}
+            "last_epoch_value": record.cv_last, "last_mean_value": record.cv_last_mean,
+            "epochs_run": record.epochs_run, "folds": defn.cv.folds, "bias_corrected": selection.bbc}
+
+
+def _retrain_member(t: FrozenTrial, defn: StudyDef, ds: Any, seeds: list[int], dev: Any) -> Trained:
+    record = TrialRecord.of(t)
+    cfg = TrialCfg.from_dict(record.config or {})
+    epochs, why = retrain_epochs(record, objective=defn.study.objective, max_epochs=cfg.train.max_epochs,
+                                 number=t.number)
+    return retrain(f"trial {t.number}", cfg, ds, epochs=epochs, seeds=seeds, device=dev, epochs_from=why)
 
 
 def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, out_dir: Path, run_dir: Path,
                    device: str, command: str = "finalize", data_source: str | None = None,
-                   cache_dir: Path | None = None, data: DataContext | None = None) -> dict[str, Any]:
-    """Retrain ``trial`` on the whole pool with ``final.seeds`` seeds, score it on the test set, export it.
+                   cache_dir: Path | None = None, data: DataContext | None = None,
+                   selection: Selection | None = None) -> dict[str, Any]:
+    """Retrain ``trial`` (and the other members of ``selection``) on the whole pool with ``final.seeds`` seeds,
+    score the seeds and the exported ensemble on the test set next to every baseline, export it.
 
     Args:
         out_dir: where the model and its reports go (``<run_dir>/best`` for the final step).
@@ -63,6 +76,8 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
         command: what asked for it, for the test-read log (``finalize``, ``run``, ``export``).
         data: the study's data as ``run`` loaded them (reused: nothing is decoded twice); else
             ``data_source`` (or the definition's) is loaded here.
+        selection: the top-k members and bias-corrected estimate (:func:`search.final.selection.select`);
+            None exports ``trial`` alone.
 
     Returns:
         The metrics written to ``<out_dir>/metrics.json`` (plus ``"files"``).
@@ -85,8 +100,10 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     seeds = [final_seed(defn.study.seed, i) for i in range(defn.final.seeds)]
     _log.info("final: trial %d on %s: %d seeds x %s", trial.number, info["note"], len(seeds), epochs_why)
 
+    selection = selection or Selection(members=[trial], notes=["one trial, as asked"])
     # 1. Train everything. Nothing so far has read the test split.
     best = retrain(f"trial {trial.number}", cfg, ds, epochs=epochs, seeds=seeds, device=dev, epochs_from=epochs_why)
+    others = [_retrain_member(t, defn, ds, seeds, dev) for t in selection.members[1:]]
     presets, skipped = retrain_presets(defn, study, ctx, seeds=seeds, device=dev)
 
     # 2. The test set, read here for the first time (and logged as a read).
@@ -97,31 +114,38 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     common = {"classes": classes, "groups": test["groups"], "n_boot": n_boot, "seed": boot_seed}
     probs = probabilities(best, test["images"], dev)
     scores = score_seeds(probs, test["labels"], test["votes"], **common)
-    ens_probs = probs.mean(0, keepdims=True)  # (1, M, K): what the exported ensemble outputs
+    members = np.concatenate([probs, *(probabilities(o, test["images"], dev) for o in others)])
+    ens_probs = members.mean(0, keepdims=True)  # (1, M, K): what the exported ensemble outputs
     ensemble = score_seeds(ens_probs, test["labels"], test["votes"], **common)
     base = baselines(test["labels"], test["votes"], ds.train.labels.cpu().numpy(), **common)
+    preset_probs = {}
     for run in presets:
         p_test = read_test(run.ds, run_dir=None)  # the same read, at the seed net's input size
         if p_test["ids"] != test["ids"]:
             raise SearchError(f"preset {run.name}: its test images differ from the model's (data changed?)")
-        base[run.name] = {"kind": "preset", "description": f"seed net {run.name}, retrained like the model",
+        preset_probs[run.name] = probabilities(run, p_test["images"], dev)
+        base[run.name] = {"kind": "preset", "description": _preset_words(run.name),
                           "seeds": seeds, "epochs": run.epochs, "epochs_from": run.epochs_from,
                           "config": run.cfg.to_dict(),
-                          **score_seeds(probabilities(run, p_test["images"], dev), test["labels"], test["votes"],
-                                        **common)}
+                          **score_seeds(preset_probs[run.name], test["labels"], test["votes"], **common)}
     base.update(skipped)
+    gain = search_gain(ens_probs, preset_probs, test["labels"], random=base.get("stratified_random"),
+                       metric=defn.study.metric, groups=test["groups"], n_boot=n_boot, seed=boot_seed,
+                       model_score=ensemble, seed_nets=SEED_NETS)
     humans = annotator_agreement(test["annotator_labels"], annotators=ds.annotators, num_classes=len(classes),
                                  model_predictions={"model": probs.argmax(-1), "ensemble": ens_probs.argmax(-1)})
     metrics: dict[str, Any] = {
         "data": info, "study": defn.name, "trial": trial.number,
-        "cv": _cv_block(defn, trial, TrialRecord.of(trial)),
+        "cv": _cv_block(defn, trial, TrialRecord.of(trial), selection), "selection": selection.block(),
+        "exported": _exported_words(selection, len(seeds)),
         "config": cfg.to_dict(), "seeds": seeds, "epochs": epochs, "recipe_epochs": cfg.train.max_epochs,
         "epochs_reason": epochs_why, "train_loss": [list(x) for x in best.losses], "classes": classes,
         "classes_absent": scores["classes_absent"],
         "test_set": {"images": len(test["labels"]), "groups": scores["n_groups"], "ties": test["ties"],
                      "class_counts": {c: int((test["labels"] == k).sum()) for k, c in enumerate(classes)}},
         "test_reads": reads_block(test["reads"]),
-        "test": scores, "ensemble": ensemble, "baselines": base, "annotators": humans,
+        "test": scores, "ensemble": ensemble, "baselines": base, "annotators": humans, "search_gain": gain,
+        "train_class_counts": {c: int((ds.train.labels == k).sum()) for k, c in enumerate(classes)},
         "bootstrap": {"resamples": n_boot, "seed": boot_seed,
                       "interval": "95 % BCa (percentile where BCa is undefined), scipy.stats.bootstrap over the "
                                   "test set's duplicate groups, seed-mean metric"},
@@ -130,10 +154,16 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
 
     # 3. Export the ensemble (fixed in step 1) and write the reports.
     out_dir.mkdir(parents=True, exist_ok=True)
-    card = save_model(out_dir, best.models, cfg, classes=classes, check_images=test["images"],
+    runs = [best, *others]
+    card = save_model(out_dir, [m for r in runs for m in r.models], cfg, classes=classes, check_images=test["images"],
+                      member_trials=[r.cfg for r in runs for _ in r.models] if others else None,
                       card={"data": info, "study": defn.name, "trial": trial.number, "cv": metrics["cv"],
+                            "selection": metrics["selection"], "exported": metrics["exported"],
                             "seeds": seeds, "epochs": epochs, "epochs_reason": epochs_why,
                             "test_reads": metrics["test_reads"], "metrics": card_summary(metrics)})
+    for run in presets:  # kept for 'search score' on other labelled folders (weights only)
+        save_model(out_dir / "baselines" / run.name, run.models, run.cfg, classes=classes, onnx=False,
+                   card={"data": info, "study": defn.name, "preset": run.name, "seeds": seeds, "epochs": run.epochs})
     metrics["onnx"] = card["onnx"]
     confusion_png(out_dir / "confusion.png", np.asarray(ensemble["confusion"], dtype=np.int64), classes,
                    title=confusion_title(defn.name, trial.number, len(seeds), info))
@@ -147,14 +177,34 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     return metrics
 
 
+def _preset_words(name: str) -> str:
+    return ("the search's default configuration without search, retrained like the model" if name == "default"
+            else f"seed net {name}, retrained like the model")
+
+
+def _exported_words(selection: Selection, seeds: int) -> str:
+    trials = ", ".join(str(t.number) for t in selection.members)
+    what = (f"the average of {len(selection.members) * seeds} networks: trials {trials} x {seeds} seeds"
+            if len(selection.members) > 1 else f"the average of trial {trials}'s {seeds} seeds")
+    return f"{what}; chosen by out-of-fold evidence, never the test set: {selection.block()['why']}"
+
+
 def finalize(defn: StudyDef, study: optuna.Study, *, run_dir: Path, device: str, data_source: str | None = None,
              cache_dir: Path | None = None, command: str = "finalize",
              data: DataContext | None = None) -> dict[str, Any]:
     """Finalize the best COMPLETE trial into ``<run_dir>/best/`` and attach the files to the dashboard."""
     trial = best_trial(study)
     out_dir = Path(run_dir) / "best"
+    dev = resolve_device(device)
+    cfg = TrialCfg.from_dict(TrialRecord.of(trial).config or {})
+    data = data or DataContext(source=data_source or defn.data.source or None, device=dev, folds=defn.cv.folds,
+                               seed=defn.study.seed, cache_dir=cache_dir, default_input=cfg.input)
+    train = data.dataset(cfg.input).train
+    selection = select(study, trial, top_k=defn.final.top_k, labels=train.labels.cpu().numpy(),
+                       groups=train.groups.cpu().numpy(), metric=defn.study.metric, num_classes=data.num_classes,
+                       n_boot=defn.final.bootstrap, seed=defn.study.seed)
     metrics = finalize_trial(defn, study, trial, out_dir=out_dir, run_dir=Path(run_dir), device=device,
-                             command=command, data_source=data_source, cache_dir=cache_dir, data=data)
+                             command=command, data=data, selection=selection)
     try:
         attach_final(study, trial.number, Path(run_dir), [out_dir / f for f in metrics["files"]],
                      "```\n" + format_table(metrics) + "\n```")

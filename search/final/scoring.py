@@ -25,7 +25,7 @@ from scipy import stats
 
 from search.run.metrics import METRICS, absent_classes, cell_codes, confusions, metrics_from_confusion
 
-__all__ = ["group_bootstrap", "score_seeds", "baselines", "annotator_agreement"]
+__all__ = ["group_bootstrap", "score_seeds", "baselines", "annotator_agreement", "weighted_metrics"]
 
 _EPS = 1e-7  # probability floor of the cross-entropy (a hard 0 would make it infinite)
 _RANDOM_DRAWS = 1000  # draws of the stratified-random guesser, for the spread of one guesser
@@ -111,7 +111,7 @@ def group_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], groups: np.nd
             for lo, hi in zip(low, high, strict=True)]
 
 
-def _weighted_metrics(codes: np.ndarray, weights: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+def weighted_metrics(codes: np.ndarray, weights: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     """Metrics of weighted predictions: cell codes ``(S, M)``, weights ``(B, M)`` -> each ``(S, B)``."""
     k2 = num_classes * num_classes
     onehot = np.eye(k2)[codes]  # (S, M, K*K)
@@ -165,7 +165,7 @@ def score_seeds(probs: np.ndarray, labels: np.ndarray, votes: np.ndarray, *, cla
     codes = cell_codes(labels, pred, k)
 
     def statistic(weights: np.ndarray) -> np.ndarray:  # (B, M) -> (5, B), seed means
-        values = _weighted_metrics(codes, weights, k)
+        values = weighted_metrics(codes, weights, k)
         rows = [values[name] for name in METRICS]
         rows += [_weighted_mean(vote_prob, weights), _weighted_mean(cross_entropy, weights)]
         return np.nanmean(np.stack(rows), axis=1)

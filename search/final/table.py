@@ -12,7 +12,7 @@ from anklealign.report import twin_sentence
 from search.run.metrics import METRICS
 from search.study import atomic
 
-__all__ = ["format_table", "card_summary", "confusion_png", "confusion_title"]
+__all__ = ["format_table", "metric_rows", "gain_lines", "card_summary", "confusion_png", "confusion_title"]
 
 
 def card_summary(m: dict[str, Any]) -> dict[str, Any]:
@@ -70,13 +70,61 @@ def _cell(entry: Any, *, std: bool = False) -> str:
     return text
 
 
+_OBJECTIVE_WORDS = {"best_epoch": "best-epoch", "last_epoch": "last-epoch", "last_mean": "last-5-epochs mean"}
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
 def _cv_line(m: dict[str, Any]) -> str:
     cv = m["cv"]
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    chosen = "best-epoch" if cv.get("objective", "best_epoch") == "best_epoch" else "last-epoch"
-    return (f"cross-validated {cv['metric']} ({cv.get('folds')} folds): {fmt(cv['value'])}, the {chosen} value the "
-            f"study optimised (best epoch {cv.get('best_epoch')}: {fmt(cv.get('best_epoch_value'))}; last epoch "
-            f"{cv.get('epochs_run')}: {fmt(cv.get('last_epoch_value'))})")
+    chosen = _OBJECTIVE_WORDS.get(cv.get("objective", "best_epoch"), cv.get("objective"))
+    line = (f"cross-validated {cv['metric']} ({cv.get('folds')} folds): {_fmt(cv['value'])}, the {chosen} value the "
+            f"study optimised (best epoch {cv.get('best_epoch')}: {_fmt(cv.get('best_epoch_value'))}; last epoch "
+            f"{cv.get('epochs_run')}: {_fmt(cv.get('last_epoch_value'))}; last-5 mean "
+            f"{_fmt(cv.get('last_mean_value'))})")
+    bbc = cv.get("bias_corrected") or {}
+    if bbc.get("estimate") is not None:
+        ci = bbc.get("ci95") or [None, None]
+        line += (f"\nbias-corrected estimate of the winner (BBC-CV over {bbc['configs']} trials' out-of-fold "
+                 f"predictions): {bbc['estimate']:.4f} [{_fmt(ci[0])}, {_fmt(ci[1])}], raw best "
+                 f"{bbc['raw']:.4f} (selection optimism {bbc['bias']:+.4f})")
+    return line
+
+
+def gain_lines(m: dict[str, Any]) -> list[str]:
+    """The search-gain lines: the exported model against each retrained preset and random, and the warnings."""
+    gain = m.get("search_gain")
+    if not gain:
+        return []
+    parts = [f"{name} {v['difference']:+.3f}" + (f" [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]" if v.get("ci95")
+                                                 else "")
+             for name, v in gain["vs"].items()]
+    lines = [f"search gain ({gain['metric']}, exported model minus each baseline, 95 % paired interval): "
+             + "; ".join(parts)]
+    lines += [f"WARNING: {w}" for w in gain.get("warnings", [])]
+    return lines
+
+
+def metric_rows(m: dict[str, Any]) -> list[str]:
+    """The table of the model's seeds, the exported ensemble and every baseline, one metric per column."""
+    rows = [(f"model, mean of {len(m['seeds'])} seeds", m["test"], True),
+            ("ensemble (the exported model)", m["ensemble"], False)]
+    for name, b in m["baselines"].items():
+        if "skipped" in b:
+            rows.append((f"{name}: skipped ({b['skipped']})", {}, False))
+            continue
+        label = {"train_majority": f"always {b.get('predicts')} (train majority)",
+                 "test_majority_oracle": f"always {b.get('predicts')} (ORACLE)",
+                 "stratified_random": "random, training frequencies",
+                 "default": f"default, no search ({len(m['seeds'])} seeds)"}.get(
+                     name, f"{name} ({len(m['seeds'])} seeds)")
+        rows.append((label, b, b.get("kind") == "preset"))
+    lines = [(f"{'':<34}" + "".join(f"{n.replace('_', ' '):<30}" for n in METRICS)).rstrip()]
+    for label, entry, std in rows:
+        lines.append((f"{label:<34}" + "".join(f"{_cell(entry.get(n), std=std):<30}" for n in METRICS)).rstrip())
+    return lines
 
 
 def format_table(m: dict[str, Any]) -> str:
@@ -87,6 +135,7 @@ def format_table(m: dict[str, Any]) -> str:
     lines = [f"data: {data['note']} — {data['source']}", *filter(None, [twin_sentence(data)]),
              f"study {m['study']}, trial {m['trial']}: {_cv_line(m)}",
              f"retrained on {data['train_images']} images, {len(m['seeds'])} seeds: {m.get('epochs_reason', '')}",
+             *([f"exported: {m['exported']}"] if m.get("exported") else []),
              f"test set: {m['test_set']['images']} images in {m['test_set'].get('groups', '?')} duplicate groups; "
              f"macro-F1 averages all {k} classes" + (
                  f"; {', '.join(absent)} has no test image (F1 0, no recall), so macro-F1 here is at most "
@@ -96,20 +145,8 @@ def format_table(m: dict[str, Any]) -> str:
     if isinstance(reads, int) and reads > 1:
         lines.insert(1, f"WARNING: the test labels have been read {reads} times ({m['test_reads']['log']}); "
                         "only the first read is untouched by choices made after seeing a test score")
-    rows = [(f"model, mean of {len(m['seeds'])} seeds", m["test"], True),
-            ("ensemble (the exported model)", m["ensemble"], False)]
-    for name, b in m["baselines"].items():
-        if "skipped" in b:
-            rows.append((f"{name}: skipped ({b['skipped']})", {}, False))
-            continue
-        label = {"train_majority": f"always {b.get('predicts')} (train majority)",
-                 "test_majority_oracle": f"always {b.get('predicts')} (ORACLE)",
-                 "stratified_random": "random, training frequencies"}.get(name, f"{name} ({len(m['seeds'])} seeds)")
-        rows.append((label, b, b.get("kind") == "preset"))
-    header = f"{'':<34}" + "".join(f"{n.replace('_', ' '):<30}" for n in METRICS)
-    lines.append(header.rstrip())
-    for label, entry, std in rows:
-        lines.append((f"{label:<34}" + "".join(f"{_cell(entry.get(n), std=std):<30}" for n in METRICS)).rstrip())
+    lines += metric_rows(m)
+    lines += ["", *gain_lines(m)] if m.get("search_gain") else []
     humans = m["annotators"]
     if humans.get("available"):
         acc, ranks = humans["accuracy"], humans.get("model_rank", {})

@@ -33,6 +33,7 @@ _log = logging.getLogger(__name__)
 OBJECTIVES: dict[str, Callable[[FitResult], float]] = {
     "best_epoch": lambda r: r.best_score,  # the fold-mean score of the best epoch
     "last_epoch": lambda r: r.scores[-1],  # the fold-mean score after the full budget
+    "last_mean": lambda r: r.last_mean,  # the mean fold-mean score of the last LAST_EPOCHS epochs
 }
 
 
@@ -107,7 +108,10 @@ def _record(trial: optuna.Trial, data: DataContext, result: FitResult, t0: float
     values: dict[str, object] = {}
     if result.best_epoch >= 0:
         # 1-based: the epoch count a best-epoch retrain runs
-        values.update(best_epoch=result.best_epoch + 1, cv_best=result.best_score, cv_last=result.scores[-1])
+        values.update(best_epoch=result.best_epoch + 1, cv_best=result.best_score, cv_last=result.scores[-1],
+                      cv_last_mean=result.last_mean)
+    if result.oof is not None:
+        values.update(oof=records.encode_probs(result.oof))
     records.write(trial, **values, epochs_run=result.epochs_run, epoch_seconds=tuple(result.epoch_seconds),
                   train_images_per_s=round(result.images_trained / max(result.train_seconds, 1e-9), 1),
                   seconds=round(time.perf_counter() - t0, 3), peak_memory_mb=peak_memory_mb(data.device),

@@ -74,8 +74,9 @@ def open_study(defn: StudyDef, storage: optuna.storages.BaseStorage, *, seed: in
     Raises:
         SearchError: a study of that name exists with another definition or other data.
     """
-    sampler, pruner = make_sampler(defn, seed=seed), make_pruner(defn)
     ds = data.dataset(data.default_input) if data is not None else None
+    sampler = make_sampler(defn, seed=seed)
+    pruner = make_pruner(defn, num_classes=len(ds.classes) if ds is not None else 3)
     try:
         study = optuna.create_study(study_name=defn.name, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="maximize")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import optuna
 
+from search.run.pruning import GuardedPruner
 from search.study import optuna_api
 from search.study.definition import StudyDef
 
@@ -21,15 +22,18 @@ SAMPLERS: dict[str, Callable[[StudyDef, int], optuna.samplers.BaseSampler]] = {
                                                    multivariate=d.sampler.multivariate),
 }
 
-PRUNERS: dict[str, Callable[[StudyDef], optuna.pruners.BasePruner]] = {
-    "median": lambda d: optuna.pruners.MedianPruner(n_startup_trials=d.pruner.n_startup_trials,
+PRUNERS: dict[str, Callable[[StudyDef, int], optuna.pruners.BasePruner]] = {
+    "guarded": lambda d, k: GuardedPruner(max_epochs=d.training.max_epochs, min_share=d.pruner.min_share,
+                                          reduction_factor=d.pruner.reduction_factor, band=d.pruner.band,
+                                          num_classes=k),
+    "median": lambda d, k: optuna.pruners.MedianPruner(n_startup_trials=d.pruner.n_startup_trials,
                                                     n_warmup_steps=d.pruner.n_warmup_steps),
-    "successive_halving": lambda d: optuna.pruners.SuccessiveHalvingPruner(
+    "successive_halving": lambda d, k: optuna.pruners.SuccessiveHalvingPruner(
         min_resource=max(1, d.pruner.n_warmup_steps)),
-    "hyperband": lambda d: optuna.pruners.HyperbandPruner(min_resource=max(1, d.pruner.n_warmup_steps),
+    "hyperband": lambda d, k: optuna.pruners.HyperbandPruner(min_resource=max(1, d.pruner.n_warmup_steps),
                                                           max_resource=d.training.max_epochs),
-    "wilcoxon": lambda d: optuna_api.wilcoxon_pruner(p_threshold=0.1, n_startup_steps=d.pruner.n_warmup_steps),
-    "none": lambda d: optuna.pruners.NopPruner(),
+    "wilcoxon": lambda d, k: optuna_api.wilcoxon_pruner(p_threshold=0.1, n_startup_steps=d.pruner.n_warmup_steps),
+    "none": lambda d, k: optuna.pruners.NopPruner(),
 }
 
 
@@ -37,5 +41,6 @@ def make_sampler(defn: StudyDef, *, seed: int) -> optuna.samplers.BaseSampler:
     return SAMPLERS[defn.sampler.name](defn, seed)
 
 
-def make_pruner(defn: StudyDef) -> optuna.pruners.BasePruner:
-    return PRUNERS[defn.pruner.name](defn)
+def make_pruner(defn: StudyDef, *, num_classes: int = 3) -> optuna.pruners.BasePruner:
+    """The study's pruner; ``num_classes`` sets the guarded pruner's chance level (1/K)."""
+    return PRUNERS[defn.pruner.name](defn, num_classes)

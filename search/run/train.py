@@ -58,6 +58,10 @@ class Interrupted(Exception):
     """The user asked to stop (Ctrl-C); raised between batches so that state stays consistent."""
 
 
+# Epochs at the end of the budget whose validation scores (and out-of-fold probabilities) are averaged.
+LAST_EPOCHS = 5
+
+
 @dataclass(frozen=True)
 class TrainPool:
     """The training pool a trial may see: never the test set."""
@@ -78,10 +82,21 @@ class FitResult:
     epoch_seconds: list[float] = field(default_factory=list)
     images_trained: int = 0
     train_seconds: float = 0.0
+    # Out-of-fold probabilities (N, K) of every pool image, averaged over the last LAST_EPOCHS epochs of
+    # the budget (None until the fit has run them): what the final step's bias correction and top-k
+    # ensemble choice read.
+    oof: np.ndarray | None = None
 
     @property
     def epochs_run(self) -> int:
         return len(self.scores)
+
+    @property
+    def last_mean(self) -> float:
+        """The mean fold-mean score of the last :data:`LAST_EPOCHS` epochs run (a lower-variance value
+        than the best epoch's, which is the maximum of noisy scores and so biased upwards)."""
+        tail = self.scores[-LAST_EPOCHS:]
+        return float(np.mean(tail)) if tail else float("-inf")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -264,14 +279,18 @@ def fit_folds(
     val_idx = [torch.as_tensor(va, device=device) for _, va in folds]
     val_true = [pool.labels[v].cpu().numpy() for v in val_idx]
     result = result if result is not None else FitResult()
+    oof_sum = np.zeros((len(pool.labels), pool.num_classes), dtype=np.float64)
+    oof_from = max(0, epochs - LAST_EPOCHS)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         fold_scores = []
-        for fold, vi, yt in zip(runs, val_idx, val_true, strict=True):
+        for fold, (_, va), vi, yt in zip(runs, folds, val_idx, val_true, strict=True):
             seen, _ = _guard_memory(lambda f=fold: _train_epoch(f, pool, cfg, stop))  # type: ignore[misc]
             result.images_trained += seen
             proba = _guard_memory(lambda f=fold, v=vi: predict_proba(f.model, pool.images[v]))
             fold_scores.append(score(metric, yt, proba.argmax(1).numpy(), pool.num_classes))
+            if epoch >= oof_from:
+                oof_sum[va] += proba.numpy()
         dt = time.perf_counter() - t0
         result.train_seconds += dt
         result.epoch_seconds.append(round(dt, 4))
@@ -281,6 +300,8 @@ def fit_folds(
         result.scores.append(mean)
         if mean > result.best_score:
             result.best_score, result.best_epoch = mean, epoch
+        if epoch == epochs - 1:
+            result.oof = (oof_sum / (epochs - oof_from)).astype(np.float32)
         if on_epoch is not None:
             on_epoch(epoch, mean)
     return result

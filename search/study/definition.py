@@ -22,6 +22,7 @@ from typing import Any
 import tomli_w
 
 from search.study.errors import SearchError
+from space import PRESET_TRIALS, SEED_NETS
 
 __all__ = [
     "StudyDef",
@@ -38,12 +39,13 @@ __all__ = [
 ]
 
 METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
-# What a trial's value is: its best epoch's fold-mean score, or its last epoch's (search.run.objective).
-OBJECTIVES = ("best_epoch", "last_epoch")
+# What a trial's value is: its best epoch's fold-mean score, its last epoch's, or the mean of its last
+# five epochs' (search.run.objective).
+OBJECTIVES = ("best_epoch", "last_epoch", "last_mean")
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "successive_halving", "hyperband", "wilcoxon", "none")
+PRUNERS = ("guarded", "median", "successive_halving", "hyperband", "wilcoxon", "none")
 DEVICES = ("auto", "cpu", "cuda")
-_PRESET_NAMES = ("baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6")
+_PRESET_NAMES = tuple(PRESET_TRIALS)  # the seed nets of docs/SEED_NETS.md and "default"
 
 
 class StudyDefError(SearchError):
@@ -59,10 +61,10 @@ def _choice(name: str, value: str, valid: Sequence[str]) -> None:
 class StudySection:
     name: str = ""  # "" = named after the data: "<archive or folder stem>-<8 hex of its fingerprint>"
     seed: int = 0
-    trials: int = 100
+    trials: int = 30
     metric: str = "macro_f1"
-    objective: str = "best_epoch"
-    enqueue_presets: tuple[str, ...] = _PRESET_NAMES
+    objective: str = "last_mean"
+    enqueue_presets: tuple[str, ...] = ("default", *SEED_NETS)
 
     def __post_init__(self) -> None:
         if any(c in self.name for c in "/\\:") or self.name.startswith(".") or self.name != self.name.strip():
@@ -93,7 +95,7 @@ class CVSection:
 
 @dataclass(frozen=True)
 class TrainingSection:
-    max_epochs: int = 12
+    max_epochs: int = 30
     device: str = "auto"
     deterministic: bool = False  # torch.use_deterministic_algorithms (--deterministic)
 
@@ -117,14 +119,19 @@ class SamplerSection:
 
 @dataclass(frozen=True)
 class PrunerSection:
-    name: str = "successive_halving"
+    name: str = "guarded"
     n_startup_trials: int = 5
     n_warmup_steps: int = 2
+    min_share: float = 0.4  # guarded: no decision before this share of the epoch budget
+    band: float = 0.05  # guarded: prune only this far below the keep threshold, and above chance + band
+    reduction_factor: int = 3  # guarded: keep the top 1/reduction_factor (minus the band) at each rung
 
     def __post_init__(self) -> None:
         _choice("pruner.name", self.name, PRUNERS)
         if self.n_startup_trials < 0 or self.n_warmup_steps < 0:
             raise StudyDefError("pruner.n_startup_trials and pruner.n_warmup_steps must be >= 0")
+        if not 0 < self.min_share <= 1 or self.band < 0 or self.reduction_factor < 2:
+            raise StudyDefError("pruner.min_share must be in (0, 1], pruner.band >= 0, pruner.reduction_factor >= 2")
 
 
 @dataclass(frozen=True)
@@ -147,13 +154,16 @@ class StorageSection:
 
 @dataclass(frozen=True)
 class FinalSection:
-    seeds: int = 5
-    baseline_presets: tuple[str, ...] = ("net3", "net6")
+    seeds: int = 3
+    top_k: int = 3  # the exported model averages the best 1..top_k trials, as the out-of-fold score says
+    baseline_presets: tuple[str, ...] = ("default", *SEED_NETS)
     bootstrap: int = 1000
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise StudyDefError(f"final.seeds must be >= 1, got {self.seeds}")
+        if self.top_k < 1:
+            raise StudyDefError(f"final.top_k must be >= 1, got {self.top_k}")
         if self.bootstrap < 0:
             raise StudyDefError(f"final.bootstrap must be >= 0, got {self.bootstrap}")
         for p in self.baseline_presets:
@@ -173,7 +183,7 @@ _SECTIONS: dict[str, type] = {
 
 # Keys that do not change what a trial computes: a worker may differ in these and still join.
 _RUN_ONLY = {("study", "trials"), ("training", "device"), ("training", "deterministic"), ("data", "source"),
-             ("final", "seeds"), ("final", "baseline_presets"), ("final", "bootstrap")}
+             ("final", "seeds"), ("final", "baseline_presets"), ("final", "bootstrap"), ("final", "top_k")}
 
 
 @dataclass(frozen=True)

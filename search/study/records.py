@@ -10,14 +10,16 @@ is renamed in exactly one place (``tests/test_architecture.py`` checks it).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import BaseTrial, FrozenTrial
 
-__all__ = ["TrialRecord", "StudyRecord", "write", "attrs", "FIELDS", "queued_attrs"]
+__all__ = ["TrialRecord", "StudyRecord", "write", "attrs", "FIELDS", "queued_attrs", "encode_probs"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class TrialRecord:
         cv_best: the fold-mean validation score of its best epoch.
         best_epoch: that epoch, 1-based (the epoch count a best-epoch retrain runs).
         cv_last: the fold-mean validation score of the last epoch it ran.
+        cv_last_mean: the mean fold-mean validation score of its last five epochs (a complete trial).
+        oof: out-of-fold class probabilities of every training image, averaged over the last five
+            epochs, as base64 of uint8 (probability x 255, row-major N x K); see :meth:`oof_probs`.
         epochs_run: epochs trained (fewer than the budget when pruned).
         epoch_seconds: wall time of each epoch (all folds).
         train_images_per_s, seconds, peak_memory_mb: throughput, total time, peak memory.
@@ -50,6 +55,8 @@ class TrialRecord:
     cv_best: float | None = None
     best_epoch: int | None = None
     cv_last: float | None = None
+    cv_last_mean: float | None = None
+    oof: str | None = None
     epochs_run: int | None = None
     epoch_seconds: tuple[float, ...] = ()
     train_images_per_s: float | None = None
@@ -74,8 +81,24 @@ class TrialRecord:
         return self.prune_reason or self.fail_reason
 
     def as_dict(self) -> dict[str, Any]:
-        """The recorded fields only (for trials.csv and JSON output)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The recorded fields only (for trials.csv and JSON output; the out-of-fold array is left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "oof"}
+
+    def oof_probs(self, num_classes: int) -> np.ndarray | None:
+        """The out-of-fold probabilities as a float (N, K) array, or None when not recorded."""
+        if not self.oof:
+            return None
+        raw = np.frombuffer(base64.b64decode(self.oof), dtype=np.uint8)
+        if raw.size % num_classes:
+            raise ValueError(f"out-of-fold record of {raw.size} values is not a multiple of {num_classes} classes")
+        probs = raw.reshape(-1, num_classes).astype(np.float64) / 255.0
+        return probs / np.clip(probs.sum(1, keepdims=True), 1e-9, None)
+
+
+def encode_probs(probs: np.ndarray) -> str:
+    """Class probabilities (N, K) as the compact text of :attr:`TrialRecord.oof` (1/255 resolution)."""
+    q = np.clip(np.rint(np.asarray(probs, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return base64.b64encode(q.tobytes()).decode("ascii")
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialRecord))

@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.study.records import StudyRecord, TrialRecord
 
 __all__ = ["data_table", "history_figure", "learning_curves_figure", "importance_figure", "parallel_figure",
-           "presets_figure", "metrics_rows", "metrics_figure", "MIN_TRIALS_FOR_IMPORTANCE"]
+           "presets_figure", "metrics_rows", "metrics_figure", "gain_figure", "MIN_TRIALS_FOR_IMPORTANCE"]
 
 _log = logging.getLogger(__name__)
 
@@ -258,4 +258,24 @@ def metrics_figure(rows: list[tuple[str, dict[str, Point]]], names: list[str]) -
                              hovertemplate=f"{system}<br>%{{x}}: %{{y:.3f}}<extra></extra>"))
     fig.update_layout(barmode="group", yaxis_title="test-set score (95 % interval)", height=460,
                       yaxis_range=[0, 1.05], margin={"t": 20})
+    return fig
+
+
+def gain_figure(gain: Mapping[str, Any]) -> go.Figure | None:
+    """The exported model minus each baseline (one bar each) with its 95 % interval; 0 = no gain."""
+    vs = {k: v for k, v in (gain.get("vs") or {}).items() if isinstance(v, Mapping) and _num(v.get("difference"))}
+    if not vs:
+        return None
+    names = list(vs)
+    diff = [float(vs[n]["difference"]) for n in names]
+    ci = [vs[n].get("ci95") or [d, d] for n, d in zip(names, diff, strict=True)]
+    colours = ["#2a7" if c[0] > 0 else "#c44" for c in ci]
+    plus = [c[1] - d for c, d in zip(ci, diff, strict=True)]
+    minus = [d - c[0] for c, d in zip(ci, diff, strict=True)]
+    fig = go.Figure(go.Bar(x=diff, y=names, orientation="h", marker_color=colours,
+                           error_x={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus},
+                           hovertemplate="%{y}: %{x:+.3f}<extra></extra>"))
+    fig.add_vline(x=0, line_color="#444")
+    fig.update_layout(xaxis_title=f"exported model minus baseline, {gain.get('metric', 'metric')} (95 % interval)",
+                      height=120 + 28 * len(names), margin={"t": 20})
     return fig

@@ -27,6 +27,7 @@ from search.study.notes import SYNTHETIC_BANNER
 from search.study.records import StudyRecord, TrialRecord
 from search.view.figures import (
     data_table,
+    gain_figure,
     history_figure,
     importance_figure,
     learning_curves_figure,
@@ -154,12 +155,17 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
                      "first read is untouched by choices made after seeing a test score</p>")
     cv = metrics.get("cv")
     if isinstance(cv, Mapping) and cv.get("best_epoch_value") is not None:
-        chosen = "best-epoch" if cv.get("objective") == "best_epoch" else "last-epoch"
+        chosen = {"best_epoch": "best-epoch", "last_epoch": "last-epoch"}.get(cv.get("objective"), "last-5-epochs mean")
+        bbc = cv.get("bias_corrected") or {}
+        corrected = (f" Bias-corrected estimate of the winner (BBC-CV over {bbc['configs']} trials' out-of-fold "
+                     f"predictions): {bbc['estimate']:.4f} [{bbc['ci95'][0]:.4f}, {bbc['ci95'][1]:.4f}] against the "
+                     f"raw best {bbc['raw']:.4f}." if bbc.get("estimate") is not None and bbc.get("ci95") else "")
         parts.append(_note(f"Cross-validated {cv.get('metric')} of the trial: {cv.get('value'):.4f}, the {chosen} "
                            f"value the study optimised (best epoch {cv.get('best_epoch')}: "
                            f"{cv['best_epoch_value']:.4f}; last epoch {cv.get('epochs_run')}: "
-                           f"{cv.get('last_epoch_value') or float('nan'):.4f}). "
-                           f"Retrained for {metrics.get('epochs_reason', '?')}."))
+                           f"{cv.get('last_epoch_value') or float('nan'):.4f}).{corrected} "
+                           f"Retrained for {metrics.get('epochs_reason', '?')}. Exported: "
+                           f"{metrics.get('exported', 'the ensemble of its seeds')}."))
     if metrics.get("classes_absent"):
         parts.append(_note(f"Absent from the test set: {', '.join(metrics['classes_absent'])} (F1 0 in macro-F1, no "
                            "recall; balanced accuracy averages the classes present)."))
@@ -186,6 +192,17 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
         parts.append(_note("; ".join(f"{k}: {v}" for k, v in facts.items())))
     parts.append(_note("Bars: 95 % bootstrap intervals over the test images, as written by the final step "
                        "(human annotators: min–max over annotators). The test set is read only there."))
+    gain = metrics.get("search_gain")
+    if isinstance(gain, Mapping):
+        parts.append("<h3>Search gain</h3>")
+        parts += [f'<p class="banner">WARNING: {html.escape(w)}</p>' for w in gain.get("warnings") or []]
+        fig = gain_figure(gain)
+        if fig is not None:
+            parts.append(_fig_html(fig))
+        parts.append(_note("The exported model minus each baseline retrained the same way (the default configuration "
+                           "without search and every seed net) and minus random guessing with the training "
+                           f"frequencies, in {gain.get('metric')}; {gain.get('interval', '')}. Green: the whole "
+                           "interval is above 0."))
     return "".join(parts)
 
 

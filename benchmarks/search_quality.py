@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Does the search find models that beat the hand-made nets? Measured on held-out evaluation draws.
+
+For each generator seed it writes a realistic twin (scale 1.0) with an evaluation draw of ``--eval-n``
+fresh images labelled with their true class, then runs ``python -m search run`` with each
+configuration (``new``: today's defaults; ``old``: the defaults before issue 15) at that
+configuration's default trial count, and scores the run with ``python -m search score`` on the draw.
+Per seed and configuration it reports, with 95 % intervals: the final model (mean of its seeds), the
+exported ensemble, each seed net and the default configuration retrained with the same final protocol,
+stratified random; the winner's cross-validated estimate (raw and bias-corrected) next to its eval
+score; CPU minutes (``getrusage`` of the child processes) and wall minutes; chance and the ceiling.
+
+``--pruners guarded,successive_halving,none`` adds, on the first seed, the new defaults with each pruner
+under the same time budget (``--timeout`` = the wall time of the first run): quality per CPU-minute.
+
+    python benchmarks/search_quality.py [--seeds 0,1,2] [--configs new,old] [--pruners ...] [--json]
+    python benchmarks/search_quality.py --quick     # a smoke run: seconds, figures meaningless
+
+Every finished (seed, configuration) is appended to ``--out/results.jsonl`` as it ends, so an
+interrupted benchmark keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This file's folder holds benchmarks/search.py, which shares its name with the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import anklealign  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_PRESETS = '["default", "baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6"]'
+# The defaults before issue 15 (studies/anklealign.toml at 079b78b..fcc3f16), with every seed net and the
+# default configuration retrained as baselines so that both rows of the table have the same comparisons.
+OLD = ["study.trials=100", 'study.objective="best_epoch"', "training.max_epochs=12",
+       'pruner.name="successive_halving"', "pruner.n_warmup_steps=2", "space.image_size=[64, 96]",
+       "space.channels=[8, 16, 32, 64, 128]", "space.n_blocks=[2, 7]",
+       'study.enqueue_presets=["baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6"]',
+       "final.seeds=5", "final.top_k=1", f"final.baseline_presets={ALL_PRESETS}"]
+NEW: list[str] = []
+QUICK = ["study.trials=4", "training.max_epochs=2", "space.image_size=[32]", "cv.folds=2", "final.seeds=1",
+         "final.bootstrap=20", 'final.baseline_presets=["default", "net6"]',
+         'study.enqueue_presets=["default", "net6"]']
+
+
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_config(name: str, overrides: list[str], *, twin: Path, eval_dir: Path, out: Path, seed: int,
+               timeout: float | None, n_boot: int) -> dict:
+    """One ``search run`` + ``search score``: the figures of one row."""
+    study = f"q{seed}-{name}"
+    argv = [sys.executable, "-m", "search", "-q", "run", "--data", str(twin), "--out", str(out),
+            "--set", f"study.name={study}", "--seed", str(seed)]
+    for o in overrides:
+        argv += ["--set", o]
+    if timeout is not None:
+        argv += ["--timeout", str(round(timeout))]
+    cpu0, t0 = _cpu_children(), time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    cpu, wall = _cpu_children() - cpu0, time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} seed {seed}: search run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    score = subprocess.run([sys.executable, "-m", "search", "score", str(out / study), str(eval_dir), "--json",
+                            "--bootstrap", str(n_boot)], cwd=ROOT, capture_output=True, text=True)
+    if score.returncode != 0:
+        raise RuntimeError(f"{name} seed {seed}: search score failed: {score.stderr[-2000:]}")
+    m = json.loads(score.stdout)
+    final = json.loads((out / study / "best" / "metrics.json").read_text())
+    counts, search_seconds = _trial_counts(out / study / "trials.csv")
+    pick = lambda block: {k: block[k] for k in ("mean", "ci95")}  # noqa: E731
+    row = {"config": name, "seed": seed, "overrides": overrides, "cpu_minutes": round(cpu / 60, 2),
+           "wall_minutes": round(wall / 60, 2), "search_minutes": round(search_seconds / 60, 2), "trials": counts,
+           "winner": {"trial": final["trial"], "cv_value": final["cv"]["value"], "objective": final["cv"]["objective"],
+                      "cv_bias_corrected": (final["cv"].get("bias_corrected") or {}).get("estimate"),
+                      "exported": final.get("exported")},
+           "eval": {"model": {k: pick(m["test"][k]) for k in ("macro_f1", "balanced_accuracy")},
+                    "ensemble": {k: pick(m["ensemble"][k]) for k in ("macro_f1", "balanced_accuracy")},
+                    "baselines": {b: {k: pick(v[k]) for k in ("macro_f1", "balanced_accuracy")}
+                                  for b, v in m["baselines"].items() if "macro_f1" in v}},
+           "search_gain": m["search_gain"], "eval_images": m["data"]["images"]}
+    row["winner"]["optimism"] = (row["winner"]["cv_value"] - row["eval"]["ensemble"]["macro_f1"]["mean"]
+                                 if row["winner"]["cv_value"] is not None else None)
+    return row
+
+
+def _trial_counts(path: Path) -> tuple[dict[str, int], float]:
+    """Trials per state, and the wall time of the trial phase (first start to last end)."""
+    import csv
+    import datetime as dt
+
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    states = [r.get("state", "") for r in rows]
+    starts = [dt.datetime.fromisoformat(r["datetime_start"]) for r in rows if r.get("datetime_start")]
+    ends = [dt.datetime.fromisoformat(r["datetime_complete"]) for r in rows if r.get("datetime_complete")]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    return {s: states.count(s) for s in sorted(set(states))}, span
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| seed | config | CPU min | trials (complete/pruned) | winner CV (raw / BBC) | ensemble eval macro-F1 | "
+            "model (seed mean) | default, no search | best seed net | random | ceiling | bal. acc (ensemble) |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        base = r["eval"]["baselines"]
+        nets = {k: v for k, v in base.items() if k.startswith("net") or k == "baseline"}
+        best = max(nets, key=lambda k: nets[k]["macro_f1"]["mean"]) if nets else None
+        f = lambda b: f"{b['mean']:.3f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]" if b.get("ci95") else f"{b['mean']:.3f}"  # noqa: E731,E501
+        w = r["winner"]
+        bbc = f"{w['cv_bias_corrected']:.3f}" if w.get("cv_bias_corrected") is not None else "-"
+        lines.append(f"| {r['seed']} | {r['config']} | {r['cpu_minutes']:.1f} | {r['trials'].get('COMPLETE', 0)}/"
+                     f"{r['trials'].get('PRUNED', 0)} | {w['cv_value']:.3f} / {bbc} | "
+                     f"{f(r['eval']['ensemble']['macro_f1'])} | {f(r['eval']['model']['macro_f1'])} | "
+                     f"{f(base['default']['macro_f1']) if 'default' in base else '-'} | "
+                     f"{best}: {f(nets[best]['macro_f1']) if best else '-'} | "
+                     f"{base['stratified_random']['macro_f1']['mean']:.3f} | {r.get('ceiling', float('nan')):.3f} | "
+                     f"{f(r['eval']['ensemble']['balanced_accuracy'])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--configs", default="new,old")
+    parser.add_argument("--pruners", default="", help="e.g. guarded,successive_halving,none (first seed only)")
+    parser.add_argument("--eval-n", type=int, default=1000)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--out", default="", help="keep runs and results.jsonl here (default: a temp folder)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny twin and study, figures meaningless")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    configs = {"new": NEW, "old": OLD}
+    scale, eval_n, n_boot = 1.0, args.eval_n, args.bootstrap
+    if args.quick:
+        seeds, scale, eval_n, n_boot = seeds[:1], 0.2, 60, 20
+        configs = {"new": QUICK, "old": [*OLD, *QUICK]}
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="search-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results, rows_path = [], work / "results.jsonl"
+    env_note = {"threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count(), "load": os.getloadavg()}
+    print(f"search quality: seeds {seeds}, configs {list(configs)}, eval draw {eval_n}, in {work} {env_note}",
+          file=sys.stderr, flush=True)
+    for seed in seeds:
+        twin_dir = work / f"twin{seed}"
+        if not (twin_dir / "eval").is_dir():
+            anklealign.synth(twin_dir, seed=seed, scale=scale, difficulty="realistic", eval_n=eval_n)
+        twin = json.loads((twin_dir / "twin.json").read_text())
+        ceiling = twin["splits"]["eval_train_prior"]["ceiling"]["vs_true"]["macro_f1"]
+        wanted = [c for c in args.configs.split(",") if c]
+        for name in wanted:
+            row = run_config(name, configs[name], twin=twin_dir / "anklealign", eval_dir=twin_dir / "eval",
+                             out=work / "runs", seed=seed, timeout=None, n_boot=n_boot)
+            row["ceiling"] = ceiling["value"] if isinstance(ceiling, dict) else ceiling
+            results.append(row)
+            with rows_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"  seed {seed} {name}: ensemble eval macro-F1 {row['eval']['ensemble']['macro_f1']['mean']:.3f}, "
+                  f"CPU {row['cpu_minutes']:.1f} min", file=sys.stderr, flush=True)
+    if args.pruners:  # after every seed's main rows: the pruner comparison on the first seed
+        seed = seeds[0]
+        twin_dir = work / f"twin{seed}"
+        ceiling = json.loads((twin_dir / "twin.json").read_text())["splits"]["eval_train_prior"]["ceiling"]
+        ceiling = ceiling["vs_true"]["macro_f1"]
+        first = next(r for r in results if r["seed"] == seed and r["config"] == "new")
+        budget = first["search_minutes"] * 60  # the trial phase of the guarded run
+        for pruner in [p for p in args.pruners.split(",") if p]:
+            name = f"new+{pruner}"
+            row = run_config(name, [*configs["new"], f'pruner.name="{pruner}"'], twin=twin_dir / "anklealign",
+                             eval_dir=twin_dir / "eval", out=work / "runs", seed=seed, timeout=budget, n_boot=n_boot)
+            row["ceiling"] = ceiling["value"] if isinstance(ceiling, dict) else ceiling
+            results.append(row)
+            with rows_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+    if args.json:
+        print(json.dumps({"benchmark": "search_quality", "quick": args.quick, "eval_n": eval_n, "rows": results},
+                         indent=1))
+    else:
+        print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

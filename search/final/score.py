@@ -1,0 +1,133 @@
+"""``search score RUN_DIR FOLDER``: a finished run's models scored on another labelled folder.
+
+The folder holds ``<class>/`` subfolders named like the model's classes (e.g. the twin's evaluation
+draw ``eval/``). Every model the final step kept is scored the way the final step scored the test
+set: the winner's seeds (mean over seeds), the exported ensemble, each retrained preset
+(``best/baselines/<name>/``: the default configuration and the seed nets) and the guessers that
+know only the training class frequencies, with 95 % bootstrap intervals and the search gain. The
+folder is not the study's test set: reading it is not logged as a test-set read.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anklealign import DataError, decode_image
+from search.final.export import load_model
+from search.final.gain import search_gain
+from search.final.predict import IMAGE_SUFFIXES
+from search.final.scoring import baselines, score_seeds
+from search.study.errors import SearchError
+from space import SEED_NETS
+
+__all__ = ["score_folder", "labelled_images"]
+
+_log = logging.getLogger(__name__)
+
+
+def labelled_images(folder: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """Image files under ``folder/<class>/`` and their class indices (sorted, hidden files left out)."""
+    if not folder.is_dir():
+        raise SearchError(f"no labelled folder at {folder}")
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [d for d in subdirs if d not in classes]
+    if unknown or not subdirs:
+        raise SearchError(f"{folder} must hold one subfolder per class named like the model's classes "
+                          f"({', '.join(classes)}); found {', '.join(subdirs) or 'no subfolder'}")
+    paths, labels = [], []
+    for k, c in enumerate(classes):
+        d = folder / c
+        if d.is_dir():
+            for f in sorted(d.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+                    paths.append(f)
+                    labels.append(k)
+    if not paths:
+        raise SearchError(f"{folder} holds no image files under its class folders")
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def _decoded(paths: list[Path], pre: dict[str, Any], skipped: dict[str, str]) -> tuple[torch.Tensor, np.ndarray]:
+    """Normalised float images as the card's preprocessing makes them; undecodable files are skipped."""
+    arrays, keep = [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(decode_image(p.read_bytes(), image_size=pre["image_size"], color=pre["color"],
+                                       resize=pre["resize"]))
+            keep.append(i)
+        except (OSError, DataError) as exc:
+            skipped[str(p)] = str(exc)
+    x = torch.from_numpy(np.stack(arrays)).float() / float(pre["scale"])
+    return (x - float(pre["mean"])) / float(pre["std"]), np.asarray(keep)
+
+
+def _member_probs(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """(S, M, K) probabilities of each member of an exported ensemble."""
+    with torch.no_grad():
+        return np.stack([torch.cat([torch.softmax(m(b), 1) for b in x.split(256)]).numpy() for m in model.members])
+
+
+def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Score the run's exported model, its seeds and every kept baseline on ``folder``; metrics.json's shape."""
+    best = Path(run_dir) / "best"
+    try:
+        final = json.loads((best / "metrics.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SearchError(f"{run_dir} has no final model (best/metrics.json): run the final step first "
+                          "('python -m search finalize --study ...')") from None
+    except (OSError, ValueError) as exc:
+        raise SearchError(f"unreadable {best / 'metrics.json'}: {exc}") from None
+    model, card = load_model(best)
+    classes = [str(c) for c in card["classes"]]
+    paths, labels = labelled_images(Path(folder), classes)
+    skipped: dict[str, str] = {}
+    x, keep = _decoded(paths, card["preprocessing"], skipped)
+    labels = labels[keep]
+    votes = np.eye(len(classes), dtype=np.int64)[labels]  # one label per image: a one-hot "vote"
+    common = {"classes": classes, "groups": None, "n_boot": n_boot, "seed": seed}
+    members = _member_probs(model, x)
+    n_seeds = len(final.get("seeds") or [len(members)])
+    out: dict[str, Any] = {
+        "data": {"folder": str(Path(folder).resolve()), "images": int(len(labels)),
+                 "class_counts": {c: int((labels == k).sum()) for k, c in enumerate(classes)},
+                 "skipped": skipped, "trained_on": final.get("data"),
+                 "note": "an extra labelled folder, not the study's test set (not logged as a test-set read)"},
+        "study": final.get("study"), "trial": final.get("trial"), "seeds": final.get("seeds"), "classes": classes,
+        "exported": final.get("exported"),
+        "test": score_seeds(members[:n_seeds], labels, votes, **common),
+        "ensemble": score_seeds(members.mean(0, keepdims=True), labels, votes, **common),
+    }
+    out["classes_absent"] = out["test"]["classes_absent"]
+    counts = final.get("train_class_counts")
+    base: dict[str, Any] = {}
+    if counts:
+        train_labels = np.repeat(np.arange(len(classes)), [int(counts[c]) for c in classes])
+        base.update(baselines(labels, votes, train_labels, **common))
+    preset_probs = {}
+    for d in sorted(p for p in (best / "baselines").glob("*") if p.is_dir()):
+        pmodel, pcard = load_model(d)
+        px, pkeep = _decoded([paths[i] for i in keep], pcard["preprocessing"], skipped)
+        if len(pkeep) != len(keep):
+            raise SearchError(f"baseline {d.name} could not decode images the model decoded")
+        preset_probs[d.name] = _member_probs(pmodel, px)
+        base[d.name] = {"kind": "preset", "description": (final.get("baselines", {}).get(d.name) or {}).get(
+            "description", f"{d.name}, retrained like the model"), **score_seeds(preset_probs[d.name], labels, votes,
+                                                                                 **common)}
+    out["baselines"] = base
+    metric = (final.get("cv") or {}).get("metric", "macro_f1")
+    out["search_gain"] = search_gain(members.mean(0, keepdims=True), preset_probs, labels,
+                                     random=base.get("stratified_random"), metric=metric, groups=None,
+                                     n_boot=n_boot, seed=seed, model_score=out["ensemble"], seed_nets=SEED_NETS)
+    out["bootstrap"] = {"resamples": n_boot, "seed": seed,
+                        "interval": "95 % BCa (percentile where BCa is undefined) over the folder's images"}
+    out["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    if skipped:
+        _log.warning("score: %d file(s) could not be decoded and were left out", len(skipped))
+    return out

@@ -1,0 +1,62 @@
+"""The out-of-fold decisions: bias-corrected CV on cases with a known answer, and the top-k choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search.final.selection import bbc_estimate, choose_top_k, oof_score
+
+
+def _noise(rng: np.random.Generator, c: int, n: int, k: int) -> np.ndarray:
+    return rng.dirichlet(np.ones(k), size=(c, n))
+
+
+def test_bbc_removes_the_optimism_of_picking_the_best_of_pure_noise() -> None:
+    """50 configurations that guess at random: the best raw score is well above chance, the corrected one
+    is at chance (the known answer: a selected guesser is still a guesser)."""
+    rng = np.random.default_rng(0)
+    n, k = 250, 3
+    labels = rng.integers(0, k, n)
+    oof = _noise(rng, 50, n, k)
+    out = bbc_estimate(oof, labels, metric="accuracy", n_boot=400, seed=1)
+    assert out["raw"] > 0.38  # the maximum of 50 noisy accuracies around 1/3 (sd 0.03 each)
+    assert abs(out["estimate"] - 1 / 3) < 0.03
+    assert out["ci95"][0] < 1 / 3 < out["ci95"][1]
+    assert out["bias"] > 0.03
+
+
+def test_bbc_keeps_a_real_winner() -> None:
+    """One configuration knows the label 80 % of the time among 20 guessers: BBC finds it and scores ~0.8+."""
+    rng = np.random.default_rng(2)
+    n, k = 300, 3
+    labels = rng.integers(0, k, n)
+    oof = _noise(rng, 20, n, k)
+    right = rng.random(n) < 0.8
+    oof[7] = np.where(right[:, None], np.eye(k)[labels], np.eye(k)[(labels + 1) % k]) * 0.9 + 0.1 / k
+    out = bbc_estimate(oof, labels, metric="accuracy", n_boot=300, seed=0)
+    assert abs(out["estimate"] - oof_score(oof[7], labels, metric="accuracy", num_classes=k)) < 0.03
+
+
+def test_bbc_resamples_duplicate_groups_whole() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 40)
+    groups = np.repeat(np.arange(20), 2)
+    out = bbc_estimate(_noise(rng, 5, 40, 3), labels, metric="macro_f1", groups=groups, n_boot=50)
+    assert out["resamples"] == 50 and out["configs"] == 5
+    with pytest.raises(ValueError, match="labels must have shape"):
+        bbc_estimate(_noise(rng, 2, 40, 3), labels[:10], metric="accuracy")
+
+
+def test_top_k_takes_the_average_only_when_it_scores_better() -> None:
+    k = 3
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    good = np.eye(k)[labels] * 0.6 + 0.4 / k  # right on every image
+    bad = np.eye(k)[(labels + 1) % k]  # wrong on every image, confidently
+    assert choose_top_k([good, bad], labels, metric="accuracy", num_classes=k).k == 1
+    half = good.copy()
+    half[3:] = np.eye(k)[(labels[3:] + 1) % k] * 0.55 + 0.45 / k  # the winner errs on half the images...
+    helper = np.eye(k)[labels] * 0.9 + 0.1 / k  # ...which a second trial gets right, confidently
+    chosen = choose_top_k([half, helper], labels, metric="accuracy", num_classes=k)
+    assert chosen.k == 2 and chosen.scores == (0.5, 1.0)
+    assert "top-2" in chosen.why
