@@ -37,7 +37,7 @@ import anklealign  # noqa: E402
 from anklealign.twin.ceiling import chance_macro_f1  # noqa: E402
 from search.run.metrics import confusion, metrics_from_confusion  # noqa: E402
 from search.run.train import TrainPool, fit_folds, make_folds, predict_proba, train_model  # noqa: E402
-from space import PRESET_TRIALS, AugmentCfg, BlockCfg, InputCfg, ModelCfg, TrainCfg, TrialCfg  # noqa: E402
+from space import DEFAULT_TRIAL, PRESET_TRIALS, AugmentCfg, BlockCfg, InputCfg, ModelCfg, TrainCfg, TrialCfg  # noqa: E402,E501
 
 
 def _blocks(channels: tuple[int, ...]) -> tuple[BlockCfg, ...]:
@@ -53,9 +53,9 @@ def recipes(epochs: int) -> dict[str, TrialCfg]:
     return {
         "net6 (seed recipe, 64 px)": dataclasses.replace(net6, train=dataclasses.replace(net6.train,
                                                                                            max_epochs=epochs)),
-        "mid (16-32-64-64-64, 96 px)": TrialCfg(
-            model=ModelCfg(blocks=_blocks((16, 32, 64, 64, 64)), head_hidden=(128,), head_dropout=0.2),
-            input=InputCfg(image_size=96), augment=aug, train=train),
+        # the search's default configuration (space.DEFAULT_TRIAL), read at 96 px
+        "mid (16-32-64-64-64, 96 px)": dataclasses.replace(DEFAULT_TRIAL, input=InputCfg(image_size=96),
+                                                           train=train),
         "wide (32-64-128-128, 96 px)": TrialCfg(
             model=ModelCfg(blocks=_blocks((32, 64, 128, 128)), head_hidden=(128,), head_dropout=0.3),
             input=InputCfg(image_size=96), augment=aug, train=train),

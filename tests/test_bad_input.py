@@ -160,6 +160,10 @@ CASES = [
                                              str(_write(w / "notes.txt", "not an image"))], "notes.txt"),
     Case("predict: decompression bomb", lambda w, o: ["search", "predict", "--model",
                                                       str(o / "anklealign" / "best"), _bomb(w)], "bomb.png"),
+    Case("score: run without a final model", lambda w, o: ["search", "score", str(w), str(w)], "no final model"),
+    Case("score: folder without class folders", lambda w, o: ["search", "score", str(o / "anklealign"),
+                                                              str((w / "flat").mkdir() or w / "flat")],
+         "one subfolder per class"),
 ]
 
 

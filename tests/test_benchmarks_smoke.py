@@ -58,3 +58,19 @@ def test_twin_learnability_quick_json_reports_chance_ceiling_and_recipes() -> No
     lo, hi = recipe["eval_macro_f1"]["ci95"]
     assert lo <= recipe["eval_macro_f1"]["value"] <= hi
     assert set(level["goals"]) == {"best closes >= 60 % of chance->ceiling", "under 10 min"}  # one recipe only
+
+
+def test_search_quality_quick_json_reports_both_configs(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--quick", "--json",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["benchmark"] == "search_quality" and out["quick"] is True
+    assert [r["config"] for r in out["rows"]] == ["new", "old"]
+    for row in out["rows"]:
+        assert {"model", "ensemble", "baselines"} <= set(row["eval"])
+        assert {"default", "net6", "stratified_random"} <= set(row["eval"]["baselines"])
+        assert row["cpu_minutes"] > 0 and 0 < row["ceiling"] <= 1
+        assert row["winner"]["optimism"] == pytest.approx(row["winner"]["cv_value"]
+                                                          - row["eval"]["ensemble"]["macro_f1"]["mean"])
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2  # each row kept as it ends

@@ -45,6 +45,7 @@ __all__ = ["write_report", "write_trials_csv", "trial_rows", "CSV_COLUMNS"]
 _log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("number", "state", "value", "preset", "params_count", "macs", "cv_best", "best_epoch", "cv_last",
+               "cv_last_mean",
                "epochs_run", "seconds", "prune_reason", "fail_reason", "seed", "device", "datetime_start",
                "datetime_complete")
 

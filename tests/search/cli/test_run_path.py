@@ -18,9 +18,10 @@ import search.run.session
 from search.cli import main
 
 # Functions a lower module calls back by design, handed down as arguments: the objective's per-epoch
-# report (Optuna's pruning hook), the runner's Ctrl-C handler, and the writers handed to search.study.atomic
-# (lambdas) that write a file in place.
-CALLBACKS = {("search.run.objective", "on_epoch"), ("search.run.runner", "handler")}
+# report (Optuna's pruning hook), the runner's Ctrl-C handler, the statistic the search gain hands to the
+# bootstrap, and the writers handed to search.study.atomic (lambdas) that write a file in place.
+CALLBACKS = {("search.run.objective", "on_epoch"), ("search.run.runner", "handler"),
+             ("search.final.gain", "statistic")}
 
 
 def _callback(module: str, func: str) -> bool:

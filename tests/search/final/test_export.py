@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -187,3 +188,22 @@ def test_missing_model_folder_or_file(tmp_path: Path) -> None:
 def test_atomic_writes_leave_no_temporary_files(exported: tuple) -> None:
     out = exported[0]
     assert sorted(os.listdir(out)) == ["model.onnx", "model.pt", "model_card.json"]
+
+
+def test_top_k_ensemble_of_different_nets_round_trips(tmp_path: Path) -> None:
+    """k trials x R seeds of different architectures (one input): saved, loaded, and the mean of all members."""
+    (a, b), cfg_a = _models(2, "net4")
+    (c,), cfg_c = _models(1, "net6")
+    out = tmp_path / "topk"
+    images = torch.randint(0, 256, (4, 1, 64, 64), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    card = save_model(out, [a, b, c], cfg_a, card={"data": DATA}, classes=CLASSES, check_images=images,
+                      member_trials=[cfg_a, cfg_a, cfg_c])
+    assert card["members"] == 3 and card["onnx"].get("exported")
+    loaded, _ = load_model(out)
+    x = normalize(images)
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(m(x), 1) for m in (a, b, c)]).mean(0)
+        torch.testing.assert_close(loaded(x), want)
+    other_input = dataclasses.replace(cfg_c, input=dataclasses.replace(cfg_c.input, image_size=96))
+    with pytest.raises(ValueError, match="share one input"):
+        save_model(tmp_path / "bad", [a, c], cfg_a, card={}, classes=CLASSES, member_trials=[cfg_a, other_input])

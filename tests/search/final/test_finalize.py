@@ -251,10 +251,11 @@ def test_annotator_rank_is_like_for_like(best: Path, finished_run: Path, metrics
     assert humans["model_rank"]["model"]["of"] == ranked + 1
 
 
-def test_model_pt_loads_without_optuna(best: Path) -> None:
+def test_model_pt_loads_without_optuna(best: Path, metrics: dict[str, Any]) -> None:
+    members = len(metrics["seeds"]) * len(metrics["selection"]["trials"])  # k trials x R seeds
     code = ("import sys, torch\n"
             f"blob = torch.load({str(best / 'model.pt')!r}, weights_only=True)\n"
-            "assert blob['format'] == 'anklealign-search/1' and len(blob['state_dicts']) == 2\n"
+            f"assert blob['format'] == 'anklealign-search/1' and len(blob['state_dicts']) == {members}\n"
             "assert 'optuna' not in sys.modules\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -310,3 +311,29 @@ def test_export_cli_writes_the_same_files_for_any_trial(finished_run: Path, tmp_
     assert main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--trial", "99",
                  "--out", str(out_dir)]) == 2
     assert "no trial 99" in capsys.readouterr().err
+
+
+def test_selection_and_bias_correction_come_from_out_of_fold_evidence(metrics: dict[str, Any], best: Path) -> None:
+    sel, cv = metrics["selection"], metrics["cv"]
+    assert sel["trials"][0] == metrics["trial"] and 1 <= sel["top_k"] == len(sel["trials"]) <= 3
+    scores = sel["top_k_oof_scores"]
+    assert scores[sel["top_k"] - 1] == max(scores)  # the k with the best out-of-fold score, fewest on ties
+    assert all(s < max(scores) for s in scores[: sel["top_k"] - 1])
+    bbc = cv["bias_corrected"]
+    assert bbc["configs"] >= 2 and bbc["resamples"] > 0 and bbc["raw"] >= bbc["estimate"] - 0.2
+    card = json.loads((best / "model_card.json").read_text())
+    assert card["selection"] == sel and "out-of-fold" in card["exported"]
+    for name in metrics["baselines"]:  # every retrained preset is kept for 'search score'
+        if metrics["baselines"][name].get("kind") == "preset" and "skipped" not in metrics["baselines"][name]:
+            assert (best / "baselines" / name / "model.pt").is_file()
+
+
+def test_search_gain_is_paired_and_warns(metrics: dict[str, Any]) -> None:
+    gain = metrics["search_gain"]
+    presets = [n for n, b in metrics["baselines"].items() if b.get("kind") == "preset" and "skipped" not in b]
+    assert set(presets) <= set(gain["vs"]) and "stratified_random" in gain["vs"]
+    for name in presets:
+        expected = metrics["ensemble"]["macro_f1"]["mean"] - metrics["baselines"][name]["macro_f1"]["mean"]
+        assert gain["vs"][name]["difference"] == pytest.approx(expected)
+    # a two-epoch model on 11 test images is not distinguishable from anything: the warning says so
+    assert any("found nothing better" in w for w in gain["warnings"])

@@ -23,13 +23,14 @@ from search.run.data import DataContext
 from search.run.objective import make_objective
 from search.run.queue import finished_count
 from search.study.definition import load_study_def
+from search.study.records import TrialRecord
 from space import InputCfg
 from space.search_space import SearchSpace
 
 ROOT = Path(__file__).resolve().parents[3]
-PRESETS = ["baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6"]
-TRIAL_ATTRS = {"config", "seed", "params_count", "macs", "device", "best_epoch", "cv_best", "cv_last", "epochs_run",
-               "epoch_seconds", "train_images_per_s", "seconds", "peak_memory_mb", "worker"}
+PRESETS = ["default", "baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6"]
+TRIAL_ATTRS = {"config", "seed", "params_count", "macs", "device", "best_epoch", "cv_best", "cv_last", "cv_last_mean",
+               "oof", "epochs_run", "epoch_seconds", "train_images_per_s", "seconds", "peak_memory_mb", "worker"}
 
 
 def _study(out: Path, name: str = "anklealign") -> optuna.Study:
@@ -42,15 +43,19 @@ def test_run_four_trials_records_everything(small_twin: Path, tmp_path: Path, fa
     study = _study(tmp_path)
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
     assert len(done) == 4
-    # The first trials are the enqueued seed nets, in order.
+    # The first trials are the default configuration and the seed nets, in order.
     assert [t.user_attrs.get("preset") for t in study.trials[:4]] == PRESETS[:4]
     for t in done:
         assert TRIAL_ATTRS <= set(t.user_attrs), TRIAL_ATTRS - set(t.user_attrs)
         assert len(t.intermediate_values) == t.user_attrs["epochs_run"]
         curve = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
         assert t.user_attrs["cv_last"] == curve[-1] and t.user_attrs["cv_best"] == max(curve)
-        if t.state == TrialState.COMPLETE:  # the study's objective is the best epoch's value
-            assert t.value == t.user_attrs["cv_best"] == curve[t.user_attrs["best_epoch"] - 1]
+        assert t.user_attrs["cv_best"] == curve[t.user_attrs["best_epoch"] - 1]
+        if t.state == TrialState.COMPLETE:  # the study's objective is the mean of the last (up to) 5 epochs
+            assert t.value == pytest.approx(t.user_attrs["cv_last_mean"]) == pytest.approx(np.mean(curve[-5:]))
+            oof = TrialRecord.of(t).oof_probs(3)  # every training image, out of fold, rows sum to 1
+            assert oof.shape == (study.user_attrs["data"]["train_images"], 3)
+            assert np.allclose(oof.sum(1), 1.0)
     data = study.user_attrs["data"]
     assert data["synthetic"] is True and "ceiling_macro_f1" in data["twin"]["cv"]
     assert (tmp_path / "anklealign" / "study.toml").is_file()

@@ -70,9 +70,9 @@ def test_two_workers_share_one_study(pg_study: str, tmp_path: Path, small_twin: 
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     workers = {t.user_attrs.get("worker") for t in study.trials if t.state != TrialState.WAITING}
     assert len(workers - {None}) == 2, workers
-    # The seed nets were enqueued once, not once per worker.
+    # The default configuration and the seed nets were enqueued once, not once per worker.
     presets = [t.user_attrs.get("preset") for t in study.trials if t.user_attrs.get("preset")]
-    assert len(presets) == len(set(presets)) == 8
+    assert len(presets) == len(set(presets)) == 9
 
 
 @pytest.mark.postgres

@@ -12,11 +12,18 @@ from search.study.definition import StudyDefError, load_study_def
 def test_default_study_loads_with_documented_defaults() -> None:
     d = load_study_def("anklealign")
     assert d.name == ""  # named after its data when it runs (search.study.definition.name_from_data)
-    assert d.study.objective == "best_epoch" and d.training.deterministic is False
-    assert d.cv.folds == 3
+    assert d.study.objective == "last_mean" and d.training.deterministic is False
+    assert d.cv.folds == 3 and d.training.max_epochs == 30 and d.study.trials == 30
     assert d.study.metric == "macro_f1"
-    assert d.study.enqueue_presets == ("baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6")
-    assert d.final.seeds == 5
+    nets = ("baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6")
+    assert d.study.enqueue_presets == ("default", *nets) and d.final.baseline_presets == ("default", *nets)
+    assert d.final.seeds == 3 and d.final.top_k == 3
+    assert d.pruner.name == "guarded" and (d.pruner.min_share, d.pruner.band) == (0.4, 0.05)
+    # the file and the dataclass defaults say the same (a definition without the file behaves alike)
+    from search.study.definition import study_def_from_dict
+
+    bare = study_def_from_dict({})
+    assert (bare.study, bare.training, bare.pruner, bare.final) == (d.study, d.training, d.pruner, d.final)
 
 
 def test_overrides_apply_and_change_the_hash() -> None:

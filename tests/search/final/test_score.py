@@ -1,0 +1,50 @@
+"""``search score RUN_DIR FOLDER``: the final models and every baseline on an extra labelled folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import anklealign
+from search.cli import main
+from search.final import testset
+
+
+@pytest.fixture(scope="module")
+def eval_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval-twin")
+    anklealign.synth(out, seed=5, scale=0.2, eval_n=40)
+    return out / "eval"
+
+
+def test_score_json_is_shaped_like_metrics_json(finished_run: Path, eval_folder: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = finished_run / "anklealign"
+    reads_before = len(testset.test_reads(run_dir))
+    assert main(["score", str(run_dir), str(eval_folder), "--json", "--bootstrap", "30"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    final = json.loads((run_dir / "best" / "metrics.json").read_text())
+    assert {"test", "ensemble", "baselines", "search_gain", "data"} <= set(m)
+    for block in (m["test"], m["ensemble"]):
+        assert {"accuracy", "balanced_accuracy", "macro_f1"} <= set(block)
+        assert block["macro_f1"]["ci95"] is not None
+    assert len(m["test"]["macro_f1"]["per_seed"]) == len(final["seeds"])
+    assert any("net6" in name for name in m["baselines"])  # the seed net retrained by the final step
+    assert {"train_majority", "stratified_random"} <= set(m["baselines"])
+    assert m["data"]["images"] == 40 and sum(m["data"]["class_counts"].values()) == 40
+    assert len(testset.test_reads(run_dir)) == reads_before  # an extra folder is not a test-set read
+
+
+def test_score_prints_a_table_and_refuses_bad_folders(finished_run: Path, eval_folder: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = finished_run / "anklealign"
+    assert main(["score", str(run_dir), str(eval_folder), "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "ensemble (the exported model)" in out and "net6" in out and "search gain" in out
+    (tmp_path / "cats").mkdir()
+    assert main(["score", str(run_dir), str(tmp_path)]) == 2
+    assert "one subfolder per class" in capsys.readouterr().err
+    assert main(["score", str(tmp_path), str(eval_folder)]) == 2
+    assert "no final model" in capsys.readouterr().err
