@@ -18,16 +18,17 @@ from search.cli.targets import load_target
 from search.final.finalize import finalize, finalize_trial
 from search.final.retrain import pick_trial, with_final_overrides
 from search.final.score import score_folder
-from search.final.table import format_table, gain_lines, metric_rows
 from search.study import optuna_api
 from search.study.errors import SearchError
-from search.study.notes import ARTIFACTS_DIR, artifact_store
+from search.study.notes import ARTIFACTS_DIR, artifact_store, attach_final
 from search.study.records import StudyRecord, TrialRecord
 from search.study.storage import redact
 from search.view.dashboard import dashboard_url, is_loopback, make_dashboard_server, release, serve_until_signal
 from search.view.report import write_report
+from search.view.text import format_table, gain_lines, metric_rows, trust_lines
 
-__all__ = ["cmd_best", "cmd_finalize", "cmd_export", "cmd_score", "cmd_report", "cmd_dashboard", "summary_rows"]
+__all__ = ["cmd_best", "cmd_finalize", "cmd_export", "cmd_score", "cmd_report", "cmd_dashboard", "summary_rows",
+           "publish_final"]
 
 
 def summary_rows(study: optuna.Study, top: int) -> list[dict[str, Any]]:
@@ -72,14 +73,25 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def publish_final(study: optuna.Study, run_dir: Path, metrics: dict[str, Any]) -> None:
+    """Print the final table and the files, and attach both to the dashboard (a failure there only warns)."""
+    table = format_table(metrics)
+    print(table)
+    best = run_dir / "best"
+    print(f"files: {best}: {', '.join(metrics['files'])}")
+    try:
+        attach_final(study, metrics["trial"], run_dir, [best / f for f in metrics["files"]], f"```\n{table}\n```")
+    except Exception as exc:  # the files are written; a dashboard problem must not undo that
+        print(f"warning: could not attach the final files to the dashboard: {exc}", file=sys.stderr)
+
+
 def cmd_finalize(args: argparse.Namespace) -> int:
     """``finalize``: retrain the best trial, score it on the test set, export it; print the table."""
     target, study = load_target(args)
     defn = with_final_overrides(target.defn, args.overrides)
     metrics = finalize(defn, study, run_dir=target.run_dir, device=args.device or defn.training.device,
                        data_source=args.data)
-    print(format_table(metrics))
-    print(f"files: {target.run_dir / 'best'}: {', '.join(metrics['files'])}")
+    publish_final(study, target.run_dir, metrics)
     return 0
 
 
@@ -113,7 +125,7 @@ def cmd_score(args: argparse.Namespace) -> int:
           f"({data['images']} images: {counts}; {len(data['skipped'])} undecodable left out)")
     print(f"exported: {m.get('exported') or 'the ensemble of best/'}")
     print("mean [95 % bootstrap interval over the images]; ± = std over seeds; this folder is not a test-set read\n")
-    print("\n".join([*metric_rows(m), "", *gain_lines(m)]))
+    print("\n".join([*metric_rows(m), "", *gain_lines(m), "", *trust_lines(m)]))
     return 0
 
 

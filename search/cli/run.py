@@ -12,10 +12,9 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-from search.cli.commands import summary_rows
+from search.cli.commands import publish_final, summary_rows
 from search.cli.targets import resolve_definition, storage_arg, target_of
 from search.final.finalize import finalize
-from search.final.table import format_table
 from search.run.parallel import JobPlan, check_parallel_storage, plan_jobs, recover_orphans, run_children
 from search.run.queue import finished_count
 from search.run.runner import RunOptions, RunOutcome, run_trials
@@ -74,8 +73,7 @@ def _run(args: argparse.Namespace, *, worker: bool) -> int:
     if not args.no_final:
         metrics = finalize(session.defn, session.study, run_dir=session.run_dir, device=defn.training.device,
                            command="run", data=session.data)
-        print(format_table(metrics))
-        print(f"files: {session.run_dir / 'best'}: {', '.join(metrics['files'])}")
+        publish_final(session.study, session.run_dir, metrics)
     path = write_report(session.study, session.run_dir, defn=session.defn)
     print(f"report: {path}")
     print(f"trials: {session.run_dir / 'trials.csv'}")

@@ -55,33 +55,42 @@ class EnsembleCNN(nn.Module):
 
     The members are R seeds of one :class:`ModelCfg`, or (a top-k ensemble) R seeds of each of k
     configs: ``member_cfgs`` then gives each member's config. Input ``image``: (B, C, H, W) float32,
-    normalised with :func:`space.normalize`; output ``probabilities``: (B, K), rows sum to 1.
+    normalised with :func:`space.normalize`; output ``probabilities``: (B, K), rows sum to 1. A
+    ``temperature`` other than 1 (fitted on out-of-fold predictions, :mod:`search.final.calibration`)
+    calibrates the averaged probabilities: ``softmax(log p / T)``, part of the ONNX graph too.
     """
 
-    def __init__(self, cfg: ModelCfg, members: int, member_cfgs: Sequence[ModelCfg] | None = None) -> None:
+    def __init__(self, cfg: ModelCfg, members: int, member_cfgs: Sequence[ModelCfg] | None = None,
+                 temperature: float = 1.0) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"an ensemble needs at least one member, got {members}")
         cfgs = list(member_cfgs) if member_cfgs is not None else [cfg] * members
         if len(cfgs) != members or len({c.num_classes for c in cfgs}) != 1:
             raise ValueError(f"{members} members need {members} configs with one class count")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.cfg = cfg
         self.member_cfgs = cfgs
+        self.temperature = float(temperature)
         self.members = nn.ModuleList(build_cnn(c) for c in cfgs)
         self.eval()
 
     @classmethod
     def from_models(cls, cfg: ModelCfg, models: Sequence[nn.Module],
-                    member_cfgs: Sequence[ModelCfg] | None = None) -> EnsembleCNN:
+                    member_cfgs: Sequence[ModelCfg] | None = None, temperature: float = 1.0) -> EnsembleCNN:
         """A CPU ensemble with the weights of trained models (any device) of these configs."""
-        ens = cls(cfg, len(models), member_cfgs)
+        ens = cls(cfg, len(models), member_cfgs, temperature)
         for member, model in zip(ens.members, models, strict=True):
             member.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
         return ens.eval()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         probs = [torch.softmax(m(image), dim=1) for m in self.members]  # R x (B, K)
-        return torch.stack(probs).mean(0)  # (B, K)
+        mean = torch.stack(probs).mean(0)  # (B, K)
+        if self.temperature == 1.0:
+            return mean
+        return torch.softmax(torch.log(mean.clamp_min(1e-12)) / self.temperature, dim=1)
 
 
 def preprocessing(inp: InputCfg) -> dict[str, Any]:
@@ -119,7 +128,8 @@ def preprocessing(inp: InputCfg) -> dict[str, Any]:
         "input": {"name": "image", "dtype": "float32", "shape": ["batch", inp.channels, inp.image_size,
                                                                 inp.image_size]},
         "output": {"name": "probabilities", "dtype": "float32", "shape": ["batch", "classes"],
-                   "meaning": "softmax probabilities averaged over the ensemble members"},
+                   "meaning": "softmax probabilities averaged over the ensemble members (calibrated by the "
+                              "model's temperature, when it has one)"},
     }
 
 
@@ -156,7 +166,8 @@ def intended_use(data: dict[str, Any]) -> str:
 
 def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, *, card: dict[str, Any],
                classes: Sequence[str], check_images: torch.Tensor | None = None,
-               member_trials: Sequence[TrialCfg] | None = None, onnx: bool = True) -> dict[str, Any]:
+               member_trials: Sequence[TrialCfg] | None = None, onnx: bool = True,
+               temperature: float = 1.0) -> dict[str, Any]:
     """Write model.pt, model.onnx and model_card.json for an ensemble of trained models.
 
     Args:
@@ -169,6 +180,7 @@ def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, 
         classes: the K class names (index = output column).
         check_images: uint8 (N, C, H, W) images the ONNX model is checked on (default: seeded noise).
         onnx: write model.onnx too (a baseline kept only for ``search score`` needs model.pt alone).
+        temperature: the calibration temperature folded into the model (1 = none).
 
     Returns:
         The card as written.
@@ -179,10 +191,10 @@ def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, 
     if member_trials is not None and any(t.input != cfg.input for t in member_trials):
         raise ValueError("the members of an ensemble must share one input config")
     member_cfgs = [t.model for t in member_trials] if member_trials is not None else None
-    ensemble = EnsembleCNN.from_models(cfg.model, models, member_cfgs)
+    ensemble = EnsembleCNN.from_models(cfg.model, models, member_cfgs, temperature)
     blob = {"format": FORMAT, "config": cfg.to_dict(),
             "state_dicts": [dict(m.state_dict()) for m in ensemble.members],
-            "classes": list(classes), "preprocessing": preprocessing(cfg.input)}
+            "classes": list(classes), "preprocessing": preprocessing(cfg.input), "temperature": float(temperature)}
     if member_trials is not None:
         blob["member_trials"] = [t.to_dict() for t in member_trials]
     atomic.write_with(out_dir / "model.pt", lambda p: torch.save(blob, p))
@@ -320,7 +332,7 @@ def load_model(model_dir: Path | str) -> tuple[EnsembleCNN, dict[str, Any]]:
         states = blob["state_dicts"]
         member_cfgs = ([TrialCfg.from_dict(m).model for m in blob["member_trials"]] if "member_trials" in blob
                        else None)
-        model = EnsembleCNN(cfg.model, len(states), member_cfgs)
+        model = EnsembleCNN(cfg.model, len(states), member_cfgs, float(blob.get("temperature", 1.0)))
         for member, state in zip(model.members, states, strict=True):
             member.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -23,19 +23,20 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.final.calibration import apply_temperature, reliability_png
+from search.final.card import card_summary, confusion_png, confusion_title
 from search.final.export import save_model
 from search.final.gain import search_gain
 from search.final.retrain import Trained, best_trial, probabilities, retrain, retrain_epochs, retrain_presets
 from search.final.scoring import annotator_agreement, baselines, score_seeds
 from search.final.selection import Selection, select
-from search.final.table import card_summary, confusion_png, confusion_title, format_table
 from search.final.testset import TEST_READS, read_test, reads_block
+from search.final.trust import fit_calibration, trust_blocks
 from search.run.data import DataContext, describe
 from search.run.train import resolve_device
 from search.study import atomic
 from search.study.definition import StudyDef
 from search.study.errors import SearchError
-from search.study.notes import attach_final
 from search.study.records import StudyRecord, TrialRecord
 from search.study.seeds import final_seed
 from space import SEED_NETS, TrialCfg
@@ -44,7 +45,7 @@ __all__ = ["finalize", "finalize_trial"]
 
 _log = logging.getLogger(__name__)
 
-_FILES = ("model.pt", "model.onnx", "model_card.json", "metrics.json", "confusion.png")
+_FILES = ("model.pt", "model.onnx", "model_card.json", "metrics.json", "confusion.png", "reliability.png")
 
 
 def _cv_block(defn: StudyDef, trial: FrozenTrial, record: TrialRecord, selection: Selection) -> dict[str, Any]:
@@ -101,6 +102,11 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     _log.info("final: trial %d on %s: %d seeds x %s", trial.number, info["note"], len(seeds), epochs_why)
 
     selection = selection or Selection(members=[trial], notes=["one trial, as asked"])
+    train_labels = ds.train.labels.cpu().numpy()
+    oofs = [TrialRecord.of(t).oof_probs(len(ds.classes)) for t in selection.members]
+    usable = all(o is not None and len(o) == len(train_labels) for o in oofs)
+    calibration = fit_calibration(np.mean(oofs, axis=0) if usable else None, train_labels,
+                                  enabled=defn.final.calibrate)
     # 1. Train everything. Nothing so far has read the test split.
     best = retrain(f"trial {trial.number}", cfg, ds, epochs=epochs, seeds=seeds, device=dev, epochs_from=epochs_why)
     others = [_retrain_member(t, defn, ds, seeds, dev) for t in selection.members[1:]]
@@ -115,8 +121,14 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     probs = probabilities(best, test["images"], dev)
     scores = score_seeds(probs, test["labels"], test["votes"], **common)
     members = np.concatenate([probs, *(probabilities(o, test["images"], dev) for o in others)])
-    ens_probs = members.mean(0, keepdims=True)  # (1, M, K): what the exported ensemble outputs
+    raw = members.mean(0, keepdims=True)  # (1, M, K): the members' average, before calibration
+    ens_probs = apply_temperature(raw[0], calibration["temperature"])[None]  # what the exported model outputs
     ensemble = score_seeds(ens_probs, test["labels"], test["votes"], **common)
+    prior = np.bincount(train_labels, minlength=len(ds.classes)) / len(train_labels)
+    trust = trust_blocks(raw, test["labels"], test["votes"], calibration=calibration, train_prior=prior,
+                         classes=list(ds.classes), groups=test["groups"], n_boot=n_boot, seed=boot_seed,
+                         label_shift=defn.final.label_shift, votes_eval=defn.final.votes,
+                         per_class=defn.final.per_class)
     base = baselines(test["labels"], test["votes"], ds.train.labels.cpu().numpy(), **common)
     preset_probs = {}
     for run in presets:
@@ -145,6 +157,7 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
                      "class_counts": {c: int((test["labels"] == k).sum()) for k, c in enumerate(classes)}},
         "test_reads": reads_block(test["reads"]),
         "test": scores, "ensemble": ensemble, "baselines": base, "annotators": humans, "search_gain": gain,
+        **trust,
         "train_class_counts": {c: int((ds.train.labels == k).sum()) for k, c in enumerate(classes)},
         "bootstrap": {"resamples": n_boot, "seed": boot_seed,
                       "interval": "95 % BCa (percentile where BCa is undefined), scipy.stats.bootstrap over the "
@@ -157,8 +170,10 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     runs = [best, *others]
     card = save_model(out_dir, [m for r in runs for m in r.models], cfg, classes=classes, check_images=test["images"],
                       member_trials=[r.cfg for r in runs for _ in r.models] if others else None,
+                      temperature=calibration["temperature"],
                       card={"data": info, "study": defn.name, "trial": trial.number, "cv": metrics["cv"],
                             "selection": metrics["selection"], "exported": metrics["exported"],
+                            "calibration": {k: v for k, v in calibration.items() if k != "oof"},
                             "seeds": seeds, "epochs": epochs, "epochs_reason": epochs_why,
                             "test_reads": metrics["test_reads"], "metrics": card_summary(metrics)})
     for run in presets:  # kept for 'search score' on other labelled folders (weights only)
@@ -167,6 +182,11 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     metrics["onnx"] = card["onnx"]
     confusion_png(out_dir / "confusion.png", np.asarray(ensemble["confusion"], dtype=np.int64), classes,
                    title=confusion_title(defn.name, trial.number, len(seeds), info))
+    if "calibration" in trust:
+        cal = trust["calibration"]["scored"]
+        reliability_png(out_dir / "reliability.png", cal["before"], cal["after"],
+                        title=f"{defn.name}: test set, temperature {calibration['temperature']:.2f} "
+                              f"(fitted on out-of-fold predictions)\n{info['note']}")
     metrics["files"] = [f for f in _FILES if (out_dir / f).is_file() or f == "metrics.json"]
     atomic.write_json(out_dir / "metrics.json", metrics)
     _log.info("final: wrote %s (%s)", out_dir, ", ".join(metrics["files"]))
@@ -192,7 +212,7 @@ def _exported_words(selection: Selection, seeds: int) -> str:
 def finalize(defn: StudyDef, study: optuna.Study, *, run_dir: Path, device: str, data_source: str | None = None,
              cache_dir: Path | None = None, command: str = "finalize",
              data: DataContext | None = None) -> dict[str, Any]:
-    """Finalize the best COMPLETE trial into ``<run_dir>/best/`` and attach the files to the dashboard."""
+    """Finalize the best COMPLETE trial (and its top-k companions) into ``<run_dir>/best/``."""
     trial = best_trial(study)
     out_dir = Path(run_dir) / "best"
     dev = resolve_device(device)
@@ -203,13 +223,7 @@ def finalize(defn: StudyDef, study: optuna.Study, *, run_dir: Path, device: str,
     selection = select(study, trial, top_k=defn.final.top_k, labels=train.labels.cpu().numpy(),
                        groups=train.groups.cpu().numpy(), metric=defn.study.metric, num_classes=data.num_classes,
                        n_boot=defn.final.bootstrap, seed=defn.study.seed)
-    metrics = finalize_trial(defn, study, trial, out_dir=out_dir, run_dir=Path(run_dir), device=device,
-                             command=command, data=data, selection=selection)
-    try:
-        attach_final(study, trial.number, Path(run_dir), [out_dir / f for f in metrics["files"]],
-                     "```\n" + format_table(metrics) + "\n```")
-    except Exception as exc:  # the files are written; a dashboard problem must not undo that
-        _log.warning("final: could not attach the files to the dashboard: %s", exc)
-    return metrics
+    return finalize_trial(defn, study, trial, out_dir=out_dir, run_dir=Path(run_dir), device=device,
+                          command=command, data=data, selection=selection)
 
 

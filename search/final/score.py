@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from anklealign import DataError, decode_image
+from search.final.calibration import apply_temperature
 from search.final.export import load_model
 from search.final.gain import search_gain
 from search.final.predict import IMAGE_SUFFIXES
 from search.final.scoring import baselines, score_seeds
+from search.final.trust import trust_blocks
 from search.study.errors import SearchError
 from space import SEED_NETS
 
@@ -93,6 +95,9 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     votes = np.eye(len(classes), dtype=np.int64)[labels]  # one label per image: a one-hot "vote"
     common = {"classes": classes, "groups": None, "n_boot": n_boot, "seed": seed}
     members = _member_probs(model, x)
+    raw = members.mean(0, keepdims=True)
+    calibration = {**(card.get("calibration") or {}), "temperature": float(getattr(model, "temperature", 1.0))}
+    exported = apply_temperature(raw[0], calibration["temperature"])[None]  # what the exported model outputs
     n_seeds = len(final.get("seeds") or [len(members)])
     out: dict[str, Any] = {
         "data": {"folder": str(Path(folder).resolve()), "images": int(len(labels)),
@@ -102,7 +107,7 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
         "study": final.get("study"), "trial": final.get("trial"), "seeds": final.get("seeds"), "classes": classes,
         "exported": final.get("exported"),
         "test": score_seeds(members[:n_seeds], labels, votes, **common),
-        "ensemble": score_seeds(members.mean(0, keepdims=True), labels, votes, **common),
+        "ensemble": score_seeds(exported, labels, votes, **common),
     }
     out["classes_absent"] = out["test"]["classes_absent"]
     counts = final.get("train_class_counts")
@@ -110,6 +115,10 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     if counts:
         train_labels = np.repeat(np.arange(len(classes)), [int(counts[c]) for c in classes])
         base.update(baselines(labels, votes, train_labels, **common))
+        prior = np.bincount(train_labels, minlength=len(classes)) / len(train_labels)
+        out.update(trust_blocks(raw, labels, votes, calibration=calibration, train_prior=prior, classes=classes,
+                                groups=None, n_boot=n_boot, seed=seed, label_shift=True, votes_eval=False,
+                                per_class=True))
     preset_probs = {}
     for d in sorted(p for p in (best / "baselines").glob("*") if p.is_dir()):
         pmodel, pcard = load_model(d)
@@ -122,7 +131,7 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
                                                                                  **common)}
     out["baselines"] = base
     metric = (final.get("cv") or {}).get("metric", "macro_f1")
-    out["search_gain"] = search_gain(members.mean(0, keepdims=True), preset_probs, labels,
+    out["search_gain"] = search_gain(exported, preset_probs, labels,
                                      random=base.get("stratified_random"), metric=metric, groups=None,
                                      n_boot=n_boot, seed=seed, model_score=out["ensemble"], seed_nets=SEED_NETS)
     out["bootstrap"] = {"resamples": n_boot, "seed": seed,

@@ -39,8 +39,7 @@ __all__ = [
 ]
 
 METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
-# What a trial's value is: its best epoch's fold-mean score, its last epoch's, or the mean of its last
-# five epochs' (search.run.objective).
+# A trial's value: its best epoch's, its last epoch's or its last five epochs' mean fold score (run.objective).
 OBJECTIVES = ("best_epoch", "last_epoch", "last_mean")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("guarded", "median", "successive_halving", "hyperband", "wilcoxon", "none")
@@ -158,6 +157,10 @@ class FinalSection:
     top_k: int = 3  # the exported model averages the best 1..top_k trials, as the out-of-fold score says
     baseline_presets: tuple[str, ...] = ("default", *SEED_NETS)
     bootstrap: int = 1000
+    calibrate: bool = True  # temperature scaling fitted on out-of-fold predictions, folded into the model
+    label_shift: bool = True  # estimate the test prior from unlabelled outputs; a prior-adjusted row
+    votes: bool = True  # accuracy against the vote majority, ties apart
+    per_class: bool = True  # per-class precision and recall with intervals
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -183,7 +186,8 @@ _SECTIONS: dict[str, type] = {
 
 # Keys that do not change what a trial computes: a worker may differ in these and still join.
 _RUN_ONLY = {("study", "trials"), ("training", "device"), ("training", "deterministic"), ("data", "source"),
-             ("final", "seeds"), ("final", "baseline_presets"), ("final", "bootstrap"), ("final", "top_k")}
+             ("final", "seeds"), ("final", "baseline_presets"), ("final", "bootstrap"), ("final", "top_k"),
+             ("final", "calibrate"), ("final", "label_shift"), ("final", "votes"), ("final", "per_class")}
 
 
 @dataclass(frozen=True)

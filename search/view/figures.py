@@ -18,7 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from search.study.records import StudyRecord, TrialRecord
 
 __all__ = ["data_table", "history_figure", "learning_curves_figure", "importance_figure", "parallel_figure",
-           "presets_figure", "metrics_rows", "metrics_figure", "gain_figure", "MIN_TRIALS_FOR_IMPORTANCE"]
+           "presets_figure", "metrics_rows", "metrics_figure", "gain_figure", "annotators_figure",
+           "MIN_TRIALS_FOR_IMPORTANCE"]
 
 _log = logging.getLogger(__name__)
 
@@ -278,4 +279,26 @@ def gain_figure(gain: Mapping[str, Any]) -> go.Figure | None:
     fig.add_vline(x=0, line_color="#444")
     fig.update_layout(xaxis_title=f"exported model minus baseline, {gain.get('metric', 'metric')} (95 % interval)",
                       height=120 + 28 * len(names), margin={"t": 20})
+    return fig
+
+
+def annotators_figure(annotators: Mapping[str, Any]) -> go.Figure | None:
+    """Each annotator's accuracy (x) against the exported model's on the same images and reference (y).
+
+    Below the diagonal the annotator beats the model, like for like (the final step's rank rule).
+    """
+    rows = [r for r in annotators.get("per_annotator") or [] if isinstance(r, Mapping) and _num(r.get("accuracy"))
+            and _num((r.get("model_accuracy") or {}).get("ensemble"))]
+    if not rows:
+        return None
+    x = [float(r["accuracy"]) for r in rows]
+    y = [float(r["model_accuracy"]["ensemble"]) for r in rows]
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="markers", text=[str(r.get("annotator")) for r in rows],
+                               marker={"size": 10, "color": ["#c44" if a > b else "#2a7" for a, b in zip(x, y,
+                                                                                                       strict=True)]},
+                               hovertemplate="%{text}: annotator %{x:.3f}, model %{y:.3f}<extra></extra>"))
+    fig.add_shape(type="line", x0=0, y0=0, x1=1, y1=1, line={"dash": "dash", "color": "#888"})
+    fig.update_layout(xaxis_title="annotator's accuracy (against the majority of the others)",
+                      yaxis_title="exported model's accuracy on the same images", height=420, margin={"t": 20},
+                      xaxis_range=[0, 1.02], yaxis_range=[0, 1.02])
     return fig

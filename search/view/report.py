@@ -7,6 +7,7 @@ seed nets compare with the best trial, and the test-set scores of the final step
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -26,6 +27,7 @@ from search.study import atomic
 from search.study.notes import SYNTHETIC_BANNER
 from search.study.records import StudyRecord, TrialRecord
 from search.view.figures import (
+    annotators_figure,
     data_table,
     gain_figure,
     history_figure,
@@ -36,6 +38,7 @@ from search.view.figures import (
     parallel_figure,
     presets_figure,
 )
+from search.view.text import trust_lines
 
 if TYPE_CHECKING:
     from search.study.definition import StudyDef
@@ -142,7 +145,8 @@ def _data_section(study: optuna.Study, metric: str, defn: StudyDef | None) -> st
                                        objective=objective or "best_epoch"))
 
 
-def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_name: str) -> str:
+def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_name: str,
+                  run_dir: Path | None = None) -> str:
     if metrics is None:
         return _note(problem or f"No test-set metrics yet: best/metrics.json does not exist (run 'python -m search "
                                 f"finalize --study {study_name}').")
@@ -204,6 +208,30 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
                            "without search and every seed net) and minus random guessing with the training "
                            f"frequencies, in {gain.get('metric')}; {gain.get('interval', '')}. Green: the whole "
                            "interval is above 0."))
+    parts.append(_trust_section(metrics, run_dir))
+    return "".join(parts)
+
+
+def _trust_section(metrics: Mapping[str, Any], run_dir: Path | None) -> str:
+    """Calibration (reliability diagram), label shift, per-class intervals, votes and the annotators' plot."""
+    parts = []
+    lines = trust_lines(dict(metrics))
+    if lines:
+        parts.append("<h3>Probabilities, class prior, classes and votes</h3>")
+        parts += [f'<p class="banner">{html.escape(x)}</p>' if x.startswith("WARNING") else _note(x) for x in lines]
+    png = run_dir / "best" / "reliability.png" if run_dir is not None else None
+    if png is not None and png.is_file():
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        parts.append(f'<img alt="reliability diagram" style="max-width:640px" src="data:image/png;base64,{data}">')
+        parts.append(_note("Reliability diagram of the test set: in equal-mass bins of the model's confidence, how "
+                           "often it was right, before and after the temperature fitted on out-of-fold predictions."))
+    humans = metrics.get("annotators")
+    fig = annotators_figure(humans) if isinstance(humans, Mapping) else None
+    if fig is not None:
+        parts.append(_fig_html(fig))
+        parts.append(_note("Each dot is one annotator: their accuracy against the majority of the other annotators "
+                           "(x) and the exported model's on exactly their images and reference (y). Red: the "
+                           "annotator beats the model."))
     return "".join(parts)
 
 
@@ -232,7 +260,7 @@ def _sections(study: optuna.Study, run_dir: Path, metric: str, defn: StudyDef | 
                      else _note("No seed-net trial (user attribute 'preset') in this study.")))
     metrics, problem = _load_metrics(run_dir)
     sections.append(("test", "Test set (consensus) metrics of the final model",
-                     _test_section(metrics, problem, study.study_name)))
+                     _test_section(metrics, problem, study.study_name, run_dir)))
     return sections
 
 

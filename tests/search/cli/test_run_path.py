@@ -18,14 +18,13 @@ import search.run.session
 from search.cli import main
 
 # Functions a lower module calls back by design, handed down as arguments: the objective's per-epoch
-# report (Optuna's pruning hook), the runner's Ctrl-C handler, the statistic the search gain hands to the
-# bootstrap, and the writers handed to search.study.atomic (lambdas) that write a file in place.
-CALLBACKS = {("search.run.objective", "on_epoch"), ("search.run.runner", "handler"),
-             ("search.final.gain", "statistic")}
+# report (Optuna's pruning hook), the runner's Ctrl-C handler, the statistics handed to the bootstrap of
+# search.final.scoring (each named ``statistic``), and the writers handed to search.study.atomic (lambdas).
+CALLBACKS = {("search.run.objective", "on_epoch"), ("search.run.runner", "handler")}
 
 
 def _callback(module: str, func: str) -> bool:
-    return (module, func) in CALLBACKS or func == "<lambda>"
+    return (module, func) in CALLBACKS or func in ("<lambda>", "statistic")
 
 
 def _count(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, calls: list) -> None:

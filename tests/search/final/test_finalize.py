@@ -19,10 +19,10 @@ import search.final.retrain as retrain_mod
 import search.final.testset as testset_mod
 from search.cli import main
 from search.final.finalize import finalize
-from search.final.table import format_table
 from search.run.runner import RunOptions, run_study
 from search.study.definition import load_study_def
 from search.study.storage import open_storage
+from search.view.text import format_table
 
 REPO = Path(__file__).resolve().parents[3]
 CLASSES = ("pronation", "neutral", "supination")
@@ -337,3 +337,41 @@ def test_search_gain_is_paired_and_warns(metrics: dict[str, Any]) -> None:
         assert gain["vs"][name]["difference"] == pytest.approx(expected)
     # a two-epoch model on 11 test images is not distinguishable from anything: the warning says so
     assert any("found nothing better" in w for w in gain["warnings"])
+
+
+def test_trust_blocks_calibration_shift_votes_per_class(metrics: dict[str, Any], best: Path) -> None:
+    from search.final.export import load_model
+
+    cal = metrics["calibration"]
+    assert cal["enabled"] and cal["temperature"] > 0 and "out-of-fold" in cal["fitted_on"]
+    keys = {"nll", "brier", "ece"}
+    assert keys <= set(cal["scored"]["before"]) and keys <= set(cal["oof"]["after"])
+    assert cal["oof"]["after"]["nll"] <= cal["oof"]["before"]["nll"] + 1e-9  # fitted there: never worse there
+    model, card = load_model(best)
+    assert model.temperature == pytest.approx(cal["temperature"]) == card["calibration"]["temperature"]
+    assert (best / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shift = metrics["label_shift"]
+    assert shift["uses_labels"] is False and "PRIOR-ADJUSTED" in shift["note"]
+    assert sum(shift["estimated_prior"].values()) == pytest.approx(1.0)
+    assert shift["true_prior"]["supination"] == 0.0  # the consensus set has no supination majority
+    assert metrics["ensemble"] is not shift["prior_adjusted"] and "mean" in metrics["ensemble"]["accuracy"]
+    votes = metrics["votes"]
+    assert votes["images_without_tie"] + votes["tied_images"] == metrics["test_set"]["images"]
+    assert votes["tied_images"] == metrics["test_set"]["ties"]
+    per = metrics["per_class"]
+    assert per["absent"] == ["supination"] and per["classes"]["supination"]["recall"] is None
+    assert per["classes"]["neutral"]["recall"]["ci95"] is not None
+
+
+def test_trust_toggles_turn_each_block_off(finished_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "runs"
+    shutil.copytree(finished_run, out)
+    rc = main(["-q", "finalize", "--out", str(out), "--study", "anklealign", "--set", "final.calibrate=false",
+               "--set", "final.label_shift=false", "--set", "final.votes=false", "--set", "final.per_class=false"])
+    assert rc == 0
+    m = json.loads((out / "anklealign" / "best" / "metrics.json").read_text())
+    assert not {"calibration", "label_shift", "votes", "per_class"} & set(m)
+    assert json.loads((out / "anklealign" / "best" / "model_card.json").read_text())["calibration"] == {
+        "enabled": False, "temperature": 1.0}

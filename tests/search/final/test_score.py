@@ -35,6 +35,11 @@ def test_score_json_is_shaped_like_metrics_json(finished_run: Path, eval_folder:
     assert {"train_majority", "stratified_random"} <= set(m["baselines"])
     assert m["data"]["images"] == 40 and sum(m["data"]["class_counts"].values()) == 40
     assert len(testset.test_reads(run_dir)) == reads_before  # an extra folder is not a test-set read
+    # the exported model is calibrated as the final step fitted it; the folder's prior estimated without labels
+    assert m["calibration"]["temperature"] == pytest.approx(final["calibration"]["temperature"])
+    assert m["label_shift"]["uses_labels"] is False and "prior_adjusted" in m["label_shift"]
+    assert sum(m["label_shift"]["true_prior"].values()) == pytest.approx(1.0)
+    assert set(m["per_class"]["classes"]) == set(final["classes"])
 
 
 def test_score_prints_a_table_and_refuses_bad_folders(finished_run: Path, eval_folder: Path, tmp_path: Path,

@@ -1,62 +1,14 @@
-"""The readable forms of the final step's metrics: the table ``finalize`` prints, the model card's
-summary, and the confusion matrix PNG."""
+"""The readable forms of a ``metrics.json``: the table ``finalize`` and ``score`` print, the lines the
+report and the dashboard note reuse. Pure functions of the metrics dict."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from anklealign.report import twin_sentence
 from search.run.metrics import METRICS
-from search.study import atomic
 
-__all__ = ["format_table", "metric_rows", "gain_lines", "card_summary", "confusion_png", "confusion_title"]
-
-
-def card_summary(m: dict[str, Any]) -> dict[str, Any]:
-    """The card's short form of metrics.json."""
-    point = {name: {k: m["test"][name][k] for k in ("mean", "std", "ci95")} for name in METRICS}
-    return {"test_images": m["test_set"]["images"], "classes_absent": m["classes_absent"],
-            "model_seed_mean": point,
-            "ensemble": {name: {k: m["ensemble"][name][k] for k in ("mean", "ci95")} for name in METRICS},
-            "baselines": {b: {name: v[name]["mean"] for name in METRICS} for b, v in m["baselines"].items()
-                          if "accuracy" in v},
-            "annotators_accuracy": m["annotators"].get("accuracy"), "details": "metrics.json"}
-
-
-def confusion_title(study: str, trial: int, seeds: int, info: dict[str, Any]) -> str:
-    data = "SYNTHETIC TWIN (generated images, not real data)" if info["synthetic"] else f"data: {info['source']}"
-    return f"{study}, trial {trial}: ensemble of {seeds} seeds on the test set\n{data}"
-
-
-def confusion_png(path: Path, conf: np.ndarray, classes: list[str], *, title: str) -> None:
-    """Counts in the cells, colour = share of the row (the class's recall); Agg canvas, no pyplot state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    k = len(classes)
-    rows = conf.sum(1, keepdims=True)
-    share = np.divide(conf, rows, out=np.zeros(conf.shape), where=rows > 0)  # (K, K) row-normalised
-    side = max(4.8, 0.55 * k + 2.5)  # room for K x K cells and their labels (3 classes or 30)
-    fig = Figure(figsize=(side + 0.8, side), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    font = 10 if k <= 5 else max(5, 10 - (k - 5) // 2)
-    for i in range(k):
-        for j in range(k):
-            text = f"{conf[i, j]}\n{share[i, j]:.0%}" if rows[i, 0] and k <= 6 else f"{conf[i, j]}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=font,
-                    color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(k), classes, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
-    ax.set_yticks(range(k), classes)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("test label (majority vote)")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, label="share of the row (recall)")
-    atomic.write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
+__all__ = ["format_table", "metric_rows", "gain_lines", "trust_lines"]
 
 
 def _cell(entry: Any, *, std: bool = False) -> str:
@@ -107,6 +59,46 @@ def gain_lines(m: dict[str, Any]) -> list[str]:
     return lines
 
 
+def trust_lines(m: dict[str, Any]) -> list[str]:
+    """Calibration, label shift, vote-based accuracy and per-class recall, one or two lines each."""
+    lines = []
+    cal = m.get("calibration")
+    if cal and cal.get("scored"):
+        b, a = cal["scored"]["before"], cal["scored"]["after"]
+        lines.append(f"calibration: temperature {cal['temperature']:.3f} fitted on out-of-fold predictions; on these "
+                     f"images NLL {b['nll']:.3f} -> {a['nll']:.3f}, Brier {b['brier']:.3f} -> {a['brier']:.3f}, "
+                     f"ECE (equal-mass) {b['ece']:.3f} -> {a['ece']:.3f}")
+    shift = m.get("label_shift")
+    if shift and shift.get("skipped"):
+        lines.append(f"class prior: not estimated ({shift['skipped']})")
+    elif shift:
+        est, ci, true = shift["estimated_prior"], shift["estimated_prior_ci95"], shift["true_prior"]
+        parts = [f"{c} {est[c]:.2f}" + (f" [{ci[c][0]:.2f}, {ci[c][1]:.2f}]" if ci.get(c) else "")
+                 + f" (true {true[c]:.2f}, train {shift['train_prior'][c]:.2f})" for c in est]
+        lines.append("class prior estimated from the unlabelled images (EM): " + "; ".join(parts))
+        adj = shift["prior_adjusted"]
+        lines.append("PRIOR-ADJUSTED (not the model's score; probabilities moved to the estimated prior): " + ", ".join(
+            f"{n.replace('_', ' ')} {_cell(adj.get(n))}" for n in METRICS))
+        if shift.get("warning"):
+            lines.append(f"WARNING: {shift['warning']}")
+    votes = m.get("votes")
+    if votes:
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"against the vote majority: accuracy {fmt(votes['accuracy_without_ties'])} on "
+                     f"{votes['images_without_tie']} images without a tie, {fmt(votes['accuracy_on_ties'])} on "
+                     f"{votes['tied_images']} tied ones (any tied class counts)")
+    per = (m.get("per_class") or {}).get("classes")
+    if per:
+        def one(c: str, v: dict[str, Any]) -> str:
+            rec = v.get("recall")
+            pre = v.get("precision")
+            r = _cell(rec) if rec else "- (no image)"
+            p = _cell(pre) if pre else "- (never predicted)"
+            return f"{c} (n={v['support']}): recall {r}, precision {p}"
+        lines.append("per class: " + "; ".join(one(c, v) for c, v in per.items()))
+    return lines
+
+
 def metric_rows(m: dict[str, Any]) -> list[str]:
     """The table of the model's seeds, the exported ensemble and every baseline, one metric per column."""
     rows = [(f"model, mean of {len(m['seeds'])} seeds", m["test"], True),
@@ -147,6 +139,7 @@ def format_table(m: dict[str, Any]) -> str:
                         "only the first read is untouched by choices made after seeing a test score")
     lines += metric_rows(m)
     lines += ["", *gain_lines(m)] if m.get("search_gain") else []
+    lines += ["", *trust_lines(m)] if trust_lines(m) else []
     humans = m["annotators"]
     if humans.get("available"):
         acc, ranks = humans["accuracy"], humans.get("model_rank", {})
