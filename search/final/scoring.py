@@ -66,7 +66,7 @@ def _group_index(groups: np.ndarray | None, m: int) -> tuple[np.ndarray, int]:
 
 
 def group_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], groups: np.ndarray | None, m: int, *,
-                    n_boot: int, seed: int) -> list[list[float] | None]:
+                    n_boot: int, seed: int, method: str = "BCa") -> list[list[float] | None]:
     """95 % intervals of a vector of statistics under resampling the ``m`` images' duplicate groups.
 
     Args:
@@ -75,6 +75,8 @@ def group_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], groups: np.nd
         m: number of images.
         n_boot: resamples (0 = no intervals).
         seed: seed of the resampling.
+        method: ``BCa`` (default) or ``percentile`` (for a statistic that can sit on the edge of its range,
+            such as an estimated class prior of 0, where BCa's correction can exclude the estimate).
 
     Returns:
         One ``[low, high]`` per statistic (``None`` where no interval can be formed): BCa from
@@ -98,7 +100,7 @@ def group_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], groups: np.nd
     data = (np.arange(n_groups),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa's own notes on degenerate distributions: handled below
-        res = stats.bootstrap(data, on_groups, n_resamples=n_boot, method="BCa", vectorized=True,
+        res = stats.bootstrap(data, on_groups, n_resamples=n_boot, method=method, vectorized=True,
                               rng=np.random.default_rng(seed))
         low, high = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
         if not (np.isfinite(low).all() and np.isfinite(high).all()):

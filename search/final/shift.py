@@ -23,7 +23,7 @@ test set's mix differs from the training pool's, without reading any test label.
   weights solve ``C w = mu`` and ``q(y) = w(y) p(y)``. It needs no calibration, only an invertible
   confusion matrix; negative weights are clipped to 0 and the prior renormalised.
 * :func:`prior_interval`: the EM estimate with 95 % intervals from :func:`search.final.scoring.group_bootstrap`
-  (BCa over the test images, or over their duplicate groups).
+  (percentile bootstrap over the test images, or over their duplicate groups).
 """
 
 from __future__ import annotations
@@ -192,11 +192,13 @@ def prior_interval(probs: Any, train_prior: Any, *, n_boot: int, seed: int, grou
     def statistic(weights: np.ndarray) -> np.ndarray:  # (B, M) image weights -> (K, B) priors
         return _em_blocks(ratio, weights, estimate, tol=tol, max_iter=int(max_iter)).T
 
-    cis = group_bootstrap(statistic, groups, m, n_boot=int(n_boot), seed=seed)
+    # Percentile, not BCa: a class's prior can be estimated at 0 (the consensus set has no supination), where
+    # BCa's bias correction produced an interval that excluded the estimate itself ([0.24, 0.26] around 0).
+    cis = group_bootstrap(statistic, groups, m, n_boot=int(n_boot), seed=seed, method="percentile")
     unit = "duplicate groups of the test images" if groups is not None else "test images"
     return {"estimate": [float(v) for v in estimate], "ci95": cis,
             "train_prior": [float(v) for v in prior],
-            "method": f"EM (Saerens, Latinne & Decaestecker 2002) on unlabelled test probabilities; 95 % BCa "
+            "method": f"EM (Saerens, Latinne & Decaestecker 2002) on unlabelled test probabilities; 95 % percentile "
                       f"bootstrap over {unit}",
             "converged": bool(done[0]), "n_images": int(m), "n_boot": int(n_boot)}
 

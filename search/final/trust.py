@@ -95,9 +95,9 @@ def per_class_intervals(probs: np.ndarray, labels: np.ndarray, classes: Sequence
 
 
 def _shift_warning(estimate: Sequence[float], m: int) -> str | None:
-    """A prior estimate at the edge of the simplex says more about the model than about the images."""
-    if min(estimate) < 0.005 or max(estimate) > 0.995:
-        return (f"the estimated prior reaches the edge of the possible ({', '.join(f'{v:.3f}' for v in estimate)}) "
+    """All the mass on one class says more about the model than about the images (a class at 0 may be true)."""
+    if max(estimate) > 0.99:
+        return (f"the estimated prior puts everything on one class ({', '.join(f'{v:.3f}' for v in estimate)}) "
                 f"on {m} images: the model's outputs carry too little information to estimate the class prior; "
                 "do not read the prior-adjusted row")
     return None

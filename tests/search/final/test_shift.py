@@ -129,3 +129,18 @@ def test_bbse_recovers_a_known_shifted_prior(soft: bool) -> None:
 def test_invalid_input_raises(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_interval_contains_an_estimate_on_the_edge() -> None:
+    """A class absent from the images is estimated at ~0; its interval must contain that estimate."""
+    from search.final.shift import prior_interval
+
+    rng = np.random.default_rng(4)
+    probs = np.column_stack([rng.uniform(0.0, 0.3, 60), np.zeros(60)])
+    probs[:, 1] = 1 - probs[:, 0]
+    probs = np.column_stack([probs, np.full(60, 1e-4)])
+    probs /= probs.sum(1, keepdims=True)
+    out = prior_interval(probs, np.array([0.45, 0.4, 0.15]), n_boot=200, seed=0)
+    for est, ci in zip(out["estimate"], out["ci95"], strict=True):
+        assert ci is None or ci[0] - 1e-6 <= est <= ci[1] + 1e-6  # EM stops within its tolerance
+    assert out["estimate"][2] < 0.01
