@@ -57,6 +57,11 @@ def search_gain(model: np.ndarray, presets: Mapping[str, np.ndarray], labels: np
         if d["ci95"] is None or d["ci95"][0] <= 0:
             warnings.append(f"the search found nothing better than the seed net {best_net}: the exported model's "
                             f"{metric} is {d['difference']:+.3f} from it" + _ci(d["ci95"]))
+    notes = []
+    own = vs.get("default")
+    if own is not None and (own["ci95"] is None or own["ci95"][0] <= 0):
+        notes.append(f"the search found nothing better than its own default configuration: {own['difference']:+.3f}"
+                     + _ci(own["ci95"]) + " (the search space and the recipe, not the search, made the model)")
     model_ci = (model_score.get(metric) or {}).get("ci95")
     random_mean = ((random or {}).get(metric) or {}).get("mean")
     if random_mean is not None:
@@ -67,7 +72,7 @@ def search_gain(model: np.ndarray, presets: Mapping[str, np.ndarray], labels: np
             shown = f"[{model_ci[0]:.3f}, {model_ci[1]:.3f}]" if model_ci else "(no interval)"
             warnings.append(f"the search found nothing better than random guessing: the exported model's {metric} "
                             f"interval {shown} reaches the random guesser's {random_mean:.3f}")
-    return {"metric": metric, "vs": vs, "closest_seed_net": best_net, "warnings": warnings,
+    return {"metric": metric, "vs": vs, "closest_seed_net": best_net, "warnings": warnings, "notes": notes,
             "interval": "95 % paired bootstrap (BCa) of the difference over the images' duplicate groups; vs "
                         "random: the model's own interval minus the guesser's expected score"}
 

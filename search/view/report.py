@@ -201,6 +201,7 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
     if isinstance(gain, Mapping):
         parts.append("<h3>Search gain</h3>")
         parts += [f'<p class="banner">WARNING: {html.escape(w)}</p>' for w in gain.get("warnings") or []]
+        parts += [_note(f"Note: {n}") for n in gain.get("notes") or []]
         fig = gain_figure(gain)
         if fig is not None:
             parts.append(_fig_html(fig))

@@ -56,6 +56,7 @@ def gain_lines(m: dict[str, Any]) -> list[str]:
     lines = [f"search gain ({gain['metric']}, exported model minus each baseline, 95 % paired interval): "
              + "; ".join(parts)]
     lines += [f"WARNING: {w}" for w in gain.get("warnings", [])]
+    lines += [f"note: {n}" for n in gain.get("notes", [])]
     return lines
 
 
