@@ -107,6 +107,9 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     usable = all(o is not None and len(o) == len(train_labels) for o in oofs)
     calibration = fit_calibration(np.mean(oofs, axis=0) if usable else None, train_labels,
                                   enabled=defn.final.calibrate)
+    # The exported model's out-of-fold probabilities (calibrated like its outputs): the reference of the
+    # label-shift estimate here and in 'search score'.
+    reference = apply_temperature(np.mean(oofs, axis=0), calibration["temperature"]) if usable else None
     # 1. Train everything. Nothing so far has read the test split.
     best = retrain(f"trial {trial.number}", cfg, ds, epochs=epochs, seeds=seeds, device=dev, epochs_from=epochs_why)
     others = [_retrain_member(t, defn, ds, seeds, dev) for t in selection.members[1:]]
@@ -128,7 +131,8 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     trust = trust_blocks(raw, test["labels"], test["votes"], calibration=calibration, train_prior=prior,
                          classes=list(ds.classes), groups=test["groups"], n_boot=n_boot, seed=boot_seed,
                          label_shift=defn.final.label_shift, votes_eval=defn.final.votes,
-                         per_class=defn.final.per_class)
+                         per_class=defn.final.per_class,
+                         oof=(reference, train_labels) if reference is not None else None)
     base = baselines(test["labels"], test["votes"], ds.train.labels.cpu().numpy(), **common)
     preset_probs = {}
     for run in presets:
@@ -159,6 +163,10 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
         "test": scores, "ensemble": ensemble, "baselines": base, "annotators": humans, "search_gain": gain,
         **trust,
         "train_class_counts": {c: int((ds.train.labels == k).sum()) for k, c in enumerate(classes)},
+        **({"out_of_fold": {"probs": np.round(reference, 4).tolist(), "labels": train_labels.tolist(),
+                            "note": "the exported model's out-of-fold probabilities (calibrated) and the training "
+                                    "labels: the reference of the label-shift estimate"}}
+           if reference is not None else {}),
         "bootstrap": {"resamples": n_boot, "seed": boot_seed,
                       "interval": "95 % BCa (percentile where BCa is undefined), scipy.stats.bootstrap over the "
                                   "test set's duplicate groups, seed-mean metric"},

@@ -116,9 +116,11 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
         train_labels = np.repeat(np.arange(len(classes)), [int(counts[c]) for c in classes])
         base.update(baselines(labels, votes, train_labels, **common))
         prior = np.bincount(train_labels, minlength=len(classes)) / len(train_labels)
+        ref = final.get("out_of_fold")
+        oof = (np.asarray(ref["probs"]), np.asarray(ref["labels"])) if ref else None
         out.update(trust_blocks(raw, labels, votes, calibration=calibration, train_prior=prior, classes=classes,
                                 groups=None, n_boot=n_boot, seed=seed, label_shift=True, votes_eval=False,
-                                per_class=True))
+                                per_class=True, oof=oof))
     preset_probs = {}
     for d in sorted(p for p in (best / "baselines").glob("*") if p.is_dir()):
         pmodel, pcard = load_model(d)

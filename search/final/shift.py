@@ -37,7 +37,7 @@ from search.final.calibration import validate_labels, validate_probs
 from search.final.scoring import group_bootstrap
 from search.run.metrics import confusion
 
-__all__ = ["validate_prior", "em_prior", "bbse_prior", "prior_interval", "adjust_to_prior"]
+__all__ = ["validate_prior", "em_prior", "bbse_prior", "prior_interval", "bbse_interval", "adjust_to_prior"]
 
 _CHUNK = 2_000_000  # resamples x images per block of the vectorised EM (bounds its memory)
 
@@ -201,6 +201,40 @@ def prior_interval(probs: Any, train_prior: Any, *, n_boot: int, seed: int, grou
             "method": f"EM (Saerens, Latinne & Decaestecker 2002) on unlabelled test probabilities; 95 % percentile "
                       f"bootstrap over {unit}",
             "converged": bool(done[0]), "n_images": int(m), "n_boot": int(n_boot)}
+
+
+def bbse_interval(oof_probs: Any, oof_labels: Any, test_probs: Any, *, n_boot: int, seed: int,
+                  groups: Any = None) -> dict[str, Any]:
+    """The soft BBSE estimate of the test prior with a 95 % percentile bootstrap interval per class.
+
+    The confusion matrix comes from the out-of-fold predictions (held fixed); the resampled unit is the
+    test image or its duplicate group. BBSE needs no calibration (Lipton et al. 2018): on the twin's draw
+    with the consensus set's prior it recovered (0.13, 0.87, 0.00) for a true (0.12, 0.88, 0.00) where EM
+    on the calibrated outputs gave (0.02, 0.98, 0.00).
+    """
+    p_train = validate_probs(oof_probs, name="oof_probs")
+    k = p_train.shape[1]
+    y = validate_labels(oof_labels, len(p_train), k)
+    p_test = validate_probs(test_probs, name="test_probs")
+    joint = (p_train.T @ np.eye(k)[y]) / len(y)  # (K, K): row = predicted, column = true
+    train_prior = joint.sum(0)
+    pinv = np.linalg.pinv(joint)  # least squares for every resample at once
+
+    def solve(mu: np.ndarray) -> np.ndarray:  # (B, K) mean test probabilities -> (B, K) priors
+        q = np.clip(mu @ pinv.T, 0.0, None) * train_prior
+        total = q.sum(1, keepdims=True)
+        return np.where(total > 0, q / np.where(total > 0, total, 1.0), train_prior)
+
+    def statistic(weights: np.ndarray) -> np.ndarray:  # (B, M) -> (K, B)
+        return solve(weights @ p_test / weights.sum(1, keepdims=True)).T
+
+    estimate = solve(p_test.mean(0, keepdims=True))[0]
+    cis = group_bootstrap(statistic, groups, len(p_test), n_boot=int(n_boot), seed=seed, method="percentile")
+    unit = "duplicate groups of the test images" if groups is not None else "test images"
+    return {"estimate": [float(v) for v in estimate], "ci95": cis, "train_prior": [float(v) for v in train_prior],
+            "method": "soft black-box shift estimation (Lipton, Wang & Smola 2018) from the out-of-fold confusion; "
+                      f"95 % percentile bootstrap over {unit}",
+            "n_images": len(p_test), "n_boot": int(n_boot)}
 
 
 def adjust_to_prior(probs: Any, train_prior: Any, new_prior: Any) -> np.ndarray:

@@ -6,8 +6,9 @@ and for ``search score``'s folder alike:
 * ``calibration``: one temperature fitted on the out-of-fold predictions of the exported trials
   (:mod:`search.final.calibration`; never the test set) and folded into the exported model; NLL, Brier
   score and equal-mass ECE before and after, on the out-of-fold predictions and on the scored images.
-* ``label_shift``: the scored images' class prior estimated from the model's calibrated outputs
-  *without their labels* (EM, Saerens et al. 2002; :mod:`search.final.shift`) with a 95 % interval,
+* ``label_shift``: the scored images' class prior estimated from the model's outputs *without their
+  labels* (soft black-box shift estimation, Lipton et al. 2018, from the out-of-fold confusion; EM,
+  Saerens et al. 2002, where no out-of-fold predictions exist; :mod:`search.final.shift`) with a 95 % interval,
   next to the true prior where labels exist, and a second, clearly labelled "prior-adjusted" set of
   metrics (the probabilities moved from the training prior to the estimated one) that never replaces
   the plain one.
@@ -27,7 +28,7 @@ import numpy as np
 
 from search.final.calibration import apply_temperature, calibration_metrics, fit_temperature
 from search.final.scoring import group_bootstrap, score_seeds
-from search.final.shift import adjust_to_prior, prior_interval
+from search.final.shift import adjust_to_prior, bbse_interval, prior_interval
 from search.run.metrics import cell_codes
 
 __all__ = ["fit_calibration", "trust_blocks", "per_class_intervals", "vote_accuracy"]
@@ -105,8 +106,13 @@ def _shift_warning(estimate: Sequence[float], m: int) -> str | None:
 
 def trust_blocks(probs: np.ndarray, labels: np.ndarray, votes: np.ndarray, *, calibration: dict[str, Any],
                  train_prior: np.ndarray, classes: Sequence[str], groups: np.ndarray | None, n_boot: int, seed: int,
-                 label_shift: bool, votes_eval: bool, per_class: bool) -> dict[str, Any]:
-    """The trust blocks for one set of scored images; ``probs`` (1, M, K) is the model's *uncalibrated* output."""
+                 label_shift: bool, votes_eval: bool, per_class: bool,
+                 oof: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """The trust blocks for one set of scored images; ``probs`` (1, M, K) is the model's *uncalibrated* output.
+
+    ``oof``: the exported trials' mean out-of-fold probabilities and the training labels; with them the
+    prior is estimated by soft BBSE, without them by EM on the calibrated outputs.
+    """
     t = calibration.get("temperature", 1.0)
     calibrated = apply_temperature(probs[0], t)
     out: dict[str, Any] = {}
@@ -118,7 +124,8 @@ def trust_blocks(probs: np.ndarray, labels: np.ndarray, votes: np.ndarray, *, ca
         out["label_shift"] = {"skipped": "a class has no training image, so no prior can be estimated or moved: "
                                          + ", ".join(c for c, p in zip(classes, train_prior, strict=True) if p <= 0)}
     elif label_shift:
-        est = prior_interval(calibrated, train_prior, n_boot=n_boot, seed=seed, groups=groups)
+        est = (bbse_interval(oof[0], oof[1], calibrated, n_boot=n_boot, seed=seed, groups=groups) if oof is not None
+               else prior_interval(calibrated, train_prior, n_boot=n_boot, seed=seed, groups=groups))
         true = np.bincount(labels, minlength=len(classes)) / max(len(labels), 1)
         adjusted = adjust_to_prior(calibrated, train_prior, np.asarray(est["estimate"]))
         out["label_shift"] = {

@@ -76,7 +76,8 @@ def trust_lines(m: dict[str, Any]) -> list[str]:
         est, ci, true = shift["estimated_prior"], shift["estimated_prior_ci95"], shift["true_prior"]
         parts = [f"{c} {est[c]:.2f}" + (f" [{ci[c][0]:.2f}, {ci[c][1]:.2f}]" if ci.get(c) else "")
                  + f" (true {true[c]:.2f}, train {shift['train_prior'][c]:.2f})" for c in est]
-        lines.append("class prior estimated from the unlabelled images (EM): " + "; ".join(parts))
+        how = "BBSE" if "black-box" in shift.get("method", "") else "EM"
+        lines.append(f"class prior estimated from the unlabelled images ({how}): " + "; ".join(parts))
         adj = shift["prior_adjusted"]
         lines.append("PRIOR-ADJUSTED (not the model's score; probabilities moved to the estimated prior): " + ", ".join(
             f"{n.replace('_', ' ')} {_cell(adj.get(n))}" for n in METRICS))

@@ -144,3 +144,24 @@ def test_interval_contains_an_estimate_on_the_edge() -> None:
     for est, ci in zip(out["estimate"], out["ci95"], strict=True):
         assert ci is None or ci[0] - 1e-6 <= est <= ci[1] + 1e-6  # EM stops within its tolerance
     assert out["estimate"][2] < 0.01
+
+
+def test_bbse_interval_recovers_a_shifted_prior_without_calibration() -> None:
+    """Over-confident outputs (not calibrated) still give the right prior by BBSE, inside its interval."""
+    from search.final.shift import bbse_interval
+
+    rng = np.random.default_rng(7)
+    means, train, test = np.array([-2.0, 0.0, 2.0]), np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.3, 0.5])
+
+    def draw(prior: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.choice(3, size=n, p=prior)
+        x = rng.normal(means[y], 1.0)
+        logp = -0.5 * (x[:, None] - means) ** 2 + np.log(train)
+        p = np.exp(3 * (logp - logp.max(1, keepdims=True)))  # x3: over-confident, not calibrated
+        return p / p.sum(1, keepdims=True), y
+
+    p_train, y_train = draw(train, 30000)  # a well-measured confusion: the interval resamples the test side only
+    p_test, _ = draw(test, 2000)
+    out = bbse_interval(p_train, y_train, p_test, n_boot=300, seed=0)
+    for est, ci, true in zip(out["estimate"], out["ci95"], test, strict=True):
+        assert abs(est - true) < 0.05 and ci[0] <= true <= ci[1]
