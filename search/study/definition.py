@@ -154,7 +154,7 @@ class StorageSection:
 @dataclass(frozen=True)
 class FinalSection:
     seeds: int = 3
-    top_k: int = 3  # the exported model averages the best 1..top_k trials, as the out-of-fold score says
+    top_k: int = 1  # the exported model averages the best 1..top_k trials, as the out-of-fold score says
     baseline_presets: tuple[str, ...] = ("default", *SEED_NETS)
     bootstrap: int = 1000
     calibrate: bool = True  # temperature scaling fitted on out-of-fold predictions, folded into the model

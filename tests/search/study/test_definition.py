@@ -17,7 +17,7 @@ def test_default_study_loads_with_documented_defaults() -> None:
     assert d.study.metric == "macro_f1"
     nets = ("baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6")
     assert d.study.enqueue_presets == ("default", *nets) and d.final.baseline_presets == ("default", *nets)
-    assert d.final.seeds == 3 and d.final.top_k == 3
+    assert d.final.seeds == 3 and d.final.top_k == 1
     assert d.pruner.name == "guarded" and (d.pruner.min_share, d.pruner.band) == (0.4, 0.05)
     # the file and the dataclass defaults say the same (a definition without the file behaves alike)
     from search.study.definition import study_def_from_dict
