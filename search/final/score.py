@@ -26,6 +26,7 @@ from search.final.gain import search_gain
 from search.final.predict import IMAGE_SUFFIXES
 from search.final.scoring import baselines, score_seeds
 from search.final.trust import trust_blocks
+from search.run.train import predict_proba
 from search.study.errors import SearchError
 from space import SEED_NETS
 
@@ -56,24 +57,32 @@ def labelled_images(folder: Path, classes: list[str]) -> tuple[list[Path], np.nd
     return paths, np.asarray(labels, dtype=np.int64)
 
 
-def _decoded(paths: list[Path], pre: dict[str, Any], skipped: dict[str, str]) -> tuple[torch.Tensor, np.ndarray]:
-    """Normalised float images as the card's preprocessing makes them; undecodable files are skipped."""
-    arrays, keep = [], []
-    for i, p in enumerate(paths):
-        try:
-            arrays.append(decode_image(p.read_bytes(), image_size=pre["image_size"], color=pre["color"],
-                                       resize=pre["resize"]))
-            keep.append(i)
-        except (OSError, DataError) as exc:
-            skipped[str(p)] = str(exc)
-    x = torch.from_numpy(np.stack(arrays)).float() / float(pre["scale"])
-    return (x - float(pre["mean"])) / float(pre["std"]), np.asarray(keep)
+class _Decoder:
+    """The folder's images as uint8 tensors, decoded once per (size, colour, resize) and shared by the models."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.skipped: dict[str, str] = {}
+        self._done: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
+
+    def __call__(self, pre: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+        """(uint8 (N, C, H, W) images, indices into ``paths`` of the decodable files)."""
+        key = (pre["image_size"], pre["color"], pre["resize"])
+        if key not in self._done:
+            arrays, keep = [], []
+            for i, p in enumerate(self.paths):
+                try:
+                    arrays.append(decode_image(p.read_bytes(), image_size=key[0], color=key[1], resize=key[2]))
+                    keep.append(i)
+                except (OSError, DataError) as exc:
+                    self.skipped[str(p)] = str(exc)
+            self._done[key] = torch.from_numpy(np.stack(arrays)), np.asarray(keep)
+        return self._done[key]
 
 
-def _member_probs(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    """(S, M, K) probabilities of each member of an exported ensemble."""
-    with torch.no_grad():
-        return np.stack([torch.cat([torch.softmax(m(b), 1) for b in x.split(256)]).numpy() for m in model.members])
+def _member_probs(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+    """(S, M, K) probabilities of each member of an exported ensemble, as the final step computes them."""
+    return np.stack([predict_proba(m, images).numpy() for m in model.members])
 
 
 def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -89,8 +98,9 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     model, card = load_model(best)
     classes = [str(c) for c in card["classes"]]
     paths, labels = labelled_images(Path(folder), classes)
-    skipped: dict[str, str] = {}
-    x, keep = _decoded(paths, card["preprocessing"], skipped)
+    decode = _Decoder(paths)
+    skipped = decode.skipped
+    x, keep = decode(card["preprocessing"])
     labels = labels[keep]
     votes = np.eye(len(classes), dtype=np.int64)[labels]  # one label per image: a one-hot "vote"
     common = {"classes": classes, "groups": None, "n_boot": n_boot, "seed": seed}
@@ -124,8 +134,8 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     preset_probs = {}
     for d in sorted(p for p in (best / "baselines").glob("*") if p.is_dir()):
         pmodel, pcard = load_model(d)
-        px, pkeep = _decoded([paths[i] for i in keep], pcard["preprocessing"], skipped)
-        if len(pkeep) != len(keep):
+        px, pkeep = decode(pcard["preprocessing"])
+        if not np.array_equal(pkeep, keep):
             raise SearchError(f"baseline {d.name} could not decode images the model decoded")
         preset_probs[d.name] = _member_probs(pmodel, px)
         base[d.name] = {"kind": "preset", "description": (final.get("baselines", {}).get(d.name) or {}).get(

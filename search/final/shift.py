@@ -128,6 +128,11 @@ def em_prior(probs: Any, train_prior: Any, *, tol: float = 1e-6, max_iter: int =
     return estimate[0] / estimate[0].sum()
 
 
+def _soft_joint(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """BBSE's soft confusion ``C[i, j] = mean over images of p_i * [y = j]`` (row = predicted, column = true)."""
+    return (probs.T @ np.eye(k)[labels]) / len(labels)
+
+
 def bbse_prior(oof_probs: Any, oof_labels: Any, test_probs: Any, *, soft: bool = False) -> np.ndarray:
     """The test prior by black-box shift estimation (Lipton et al. 2018) from held-out predictions.
 
@@ -152,7 +157,7 @@ def bbse_prior(oof_probs: Any, oof_labels: Any, test_probs: Any, *, soft: bool =
     if p_test.shape[1] != k:
         raise ValueError(f"test_probs has {p_test.shape[1]} classes, oof_probs {k}")
     if soft:
-        joint = (p_train.T @ np.eye(k)[y]) / len(y)  # (K, K): row = predicted, column = true
+        joint = _soft_joint(p_train, y, k)
         mu = p_test.mean(0)
     else:
         joint = confusion(y, p_train.argmax(1), k).T / len(y)  # metrics' confusion is row = true: transpose
@@ -216,7 +221,7 @@ def bbse_interval(oof_probs: Any, oof_labels: Any, test_probs: Any, *, n_boot: i
     k = p_train.shape[1]
     y = validate_labels(oof_labels, len(p_train), k)
     p_test = validate_probs(test_probs, name="test_probs")
-    joint = (p_train.T @ np.eye(k)[y]) / len(y)  # (K, K): row = predicted, column = true
+    joint = _soft_joint(p_train, y, k)
     train_prior = joint.sum(0)
     pinv = np.linalg.pinv(joint)  # least squares for every resample at once
 

@@ -70,11 +70,10 @@ def per_class_intervals(probs: np.ndarray, labels: np.ndarray, classes: Sequence
                         groups: np.ndarray | None, n_boot: int, seed: int) -> dict[str, Any]:
     """Precision, recall and support of each class (seed-mean) with 95 % bootstrap intervals."""
     k = len(classes)
-    codes = cell_codes(labels, probs.argmax(-1), k)  # (S, M)
+    onehot = np.eye(k * k)[cell_codes(labels, probs.argmax(-1), k)]  # (S, M, K*K), built once
 
     def statistic(weights: np.ndarray) -> np.ndarray:  # (B, M) -> (2K, B)
-        onehot = np.eye(k * k)[codes]  # (S, M, K*K)
-        conf = np.einsum("bm,smx->sbx", weights, onehot).reshape(len(codes), len(weights), k, k)
+        conf = np.einsum("bm,smx->sbx", weights, onehot).reshape(len(onehot), len(weights), k, k)
         tp = np.diagonal(conf, axis1=-2, axis2=-1)  # (S, B, K)
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a class never predicted: precision undefined
