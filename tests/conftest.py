@@ -8,12 +8,16 @@ what it must test. Without the variable (a laptop), such tests skip with the rea
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES", "") not in ("", "0")
 
@@ -96,6 +100,68 @@ FAST = ["--set", "study.name=anklealign", "--set", "training.max_epochs=2", "--s
 @pytest.fixture
 def fast_args() -> list[str]:
     return list(FAST)
+
+
+class Child:
+    """A child process whose stdout and stderr go to files, never to pipes.
+
+    A pipe holds 64 KiB; a chatty child (``--debug``, warnings under load, trial processes that
+    inherit the stream) blocks on a full pipe that a polling test does not read, and the test then
+    waits for ever. That hung CI once (tests/search/study/test_secrets.py). Files cannot fill up.
+    """
+
+    def __init__(self, args: Sequence[str], folder: Path, env: dict[str, str] | None = None) -> None:
+        self.out_path, self.err_path = folder / "stdout.txt", folder / "stderr.txt"
+        with self.out_path.open("w") as out, self.err_path.open("w") as err:
+            self.proc = subprocess.Popen(list(args), cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        self.pid = self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        """Wait up to ``timeout`` s; a child still running then is killed and the test fails with its stderr."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"child still running after {timeout:.0f} s, killed; stderr tail:\n{self.stderr()[-3000:]}")
+        return self.stdout(), self.stderr()
+
+
+@pytest.fixture
+def spawn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Child]]:
+    """``spawn(args, env=None)`` starts a :class:`Child` in the repository root; any left running are killed."""
+    children: list[Child] = []
+    counter = itertools.count()
+
+    def start(args: Sequence[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(args, tmp_path_factory.mktemp(f"child{next(counter)}"), env)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+            child.proc.wait()
 
 
 

@@ -38,11 +38,17 @@ HANDLERS = {
 _USER_ERRORS = (SearchError, DataError, ValueError, FileNotFoundError, PermissionError)
 
 
+_CHATTY = ("matplotlib", "PIL")
+
+
 def _setup_logging(*, debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s")
     # Optuna's own per-trial INFO lines duplicate ours; keep its warnings.
     logging.getLogger("optuna").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # --debug is for our code: matplotlib's font scoring and PIL's PNG chunks (60 KiB a run) would bury it.
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -56,8 +55,9 @@ runpy.run_module("search", run_name="__main__", alter_sys=True)
 """
 
 
-def _worker(url: str, name: str, tmp: Path, data: Path, cache: Path, trials: int, epochs: int,
-            extra: list[str] = (), slow_epoch_s: float = 0.0) -> subprocess.Popen:
+def _worker(spawn, url: str, name: str, tmp: Path, data: Path, cache: Path, trials: int, epochs: int,  # noqa: ANN001
+            extra: list[str] = (), slow_epoch_s: float = 0.0):  # noqa: ANN202 - conftest's Child
+
     study_file = tmp / f"{name}.toml"
     if not study_file.exists():
         text = (ROOT / "studies" / "anklealign.toml").read_text().replace('name = ""', f'name = "{name}"')
@@ -67,8 +67,7 @@ def _worker(url: str, name: str, tmp: Path, data: Path, cache: Path, trials: int
             "--data", str(data), "--out", str(tmp / "runs"), "--trials", str(trials),
             "--set", f"training.max_epochs={epochs}", "--set", "space.image_size=[32]", "--set", "cv.folds=2",
             "--set", "pruner.name=none", *FAST_HEARTBEAT, *extra]
-    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "ANKLEALIGN_CACHE": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return spawn(args, env={**os.environ, "ANKLEALIGN_CACHE": str(cache)})
 
 
 @pytest.fixture(params=["postgres", "mariadb"])
@@ -88,11 +87,12 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tuple[str, str], tmp_path: Path,
-                                                               small_twin: Path, data_cache: Path) -> None:
+                                                               small_twin: Path, data_cache: Path,
+                                                               spawn) -> None:  # noqa: ANN001
     url, name = server_study
     n = 3
     # 12 epochs x 2 folds x 0.25 s: each of the victim's trials lasts at least 6 s.
-    victim = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12, slow_epoch_s=0.25)
+    victim = _worker(spawn, url, name, tmp_path, small_twin, data_cache, n, epochs=12, slow_epoch_s=0.25)
     deadline = time.monotonic() + 180
     killed_number = None
     while time.monotonic() < deadline:
@@ -108,18 +108,18 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
             os.kill(victim.pid, signal.SIGKILL)
             break
         if victim.poll() is not None:
-            pytest.fail(f"worker ended before it could be killed: {victim.communicate()[1]}")
+            pytest.fail(f"worker ended before it could be killed: {victim.stderr()[-3000:]}")
         time.sleep(0.2)
     else:
         victim.kill()
         pytest.fail("never saw a finished trial and a running one")
-    victim.wait(timeout=30)
+    victim.communicate(timeout=30)
     assert killed_number is not None
     # The survivor arrives once the dead trial's heartbeat is older than the grace period (3 s);
     # the first thing it does is fail that trial and take its re-queued copy.
     time.sleep(4)
 
-    survivor = _worker(url, name, tmp_path, small_twin, data_cache, n, epochs=12)
+    survivor = _worker(spawn, url, name, tmp_path, small_twin, data_cache, n, epochs=12)
     _, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
 
@@ -139,14 +139,14 @@ def test_sigkilled_worker_trial_is_retried_and_study_reaches_n(server_study: tup
 
 @pytest.mark.postgres
 def test_four_workers_no_duplicates_no_losses(tmp_path: Path, small_twin: Path, data_cache: Path,
-                                              require_or_skip) -> None:  # noqa: ANN001
+                                              require_or_skip, spawn) -> None:  # noqa: ANN001
     url = SERVERS["postgres"]
     _require_reachable(url, require_or_skip)
     name = f"test-four-{uuid.uuid4().hex[:8]}"
     n = 8
     try:
         # No presets: the sampler's own first proposals must differ between workers.
-        procs = [_worker(url, name, tmp_path, small_twin, data_cache, n, epochs=1,
+        procs = [_worker(spawn, url, name, tmp_path, small_twin, data_cache, n, epochs=1,
                          extra=["--set", "study.enqueue_presets=[]"]) for _ in range(4)]
         for p in procs:
             _, err = p.communicate(timeout=400)

@@ -169,13 +169,13 @@ def test_a_study_refuses_to_continue_on_other_data(small_twin: Path, tmp_path: P
     assert finished_count(_study(tmp_path / "runs")) == 1 and db.read_bytes() == before
 
 
-def test_ctrl_c_records_the_trial_and_the_next_run_reaches_n(small_twin: Path, tmp_path: Path,
-                                                             data_cache: Path) -> None:
+def test_ctrl_c_records_the_trial_and_the_next_run_reaches_n(small_twin: Path, tmp_path: Path, data_cache: Path,
+                                                             spawn) -> None:  # noqa: ANN001
     args = [sys.executable, "-m", "search", "run", "--data", str(small_twin), "--out", str(tmp_path),
             "--no-final", "--trials", "2", "--set", "study.name=anklealign", "--set", "training.max_epochs=40",
             "--set", "space.image_size=[32]", "--set", "cv.folds=2", "--set", "pruner.name=none"]
     env = {**os.environ, "ANKLEALIGN_CACHE": str(data_cache)}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn(args, env=env)  # output to files: a pipe nobody reads while polling can fill and block the child
     db = tmp_path / "anklealign" / "study.db"
     # Generous: on a loaded 2-core machine the child's imports, data load and first epoch can take
     # minutes. A child that ended early fails at once with its own message instead of a timeout.

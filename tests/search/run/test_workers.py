@@ -48,18 +48,18 @@ def pg_study(tmp_path: Path, require_or_skip):  # noqa: ANN001, ANN201
         pass
 
 
-def _worker(study_file: Path, tmp_path: Path, data: Path, cache: Path, trials: int) -> subprocess.Popen:
+def _worker(spawn, study_file: Path, tmp_path: Path, data: Path, cache: Path, trials: int):  # noqa: ANN001, ANN202
     args = [sys.executable, "-m", "search", "-q", "worker", "--study", str(study_file), "--storage", PG_URL,
             "--data", str(data), "--out", str(tmp_path / "runs"), "--trials", str(trials),
             "--set", "training.max_epochs=2", "--set", "space.image_size=[32]", "--set", "cv.folds=2"]
-    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "ANKLEALIGN_CACHE": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return spawn(args, env={**os.environ, "ANKLEALIGN_CACHE": str(cache)})  # output to files, never a full pipe
 
 
 @pytest.mark.postgres
-def test_two_workers_share_one_study(pg_study: str, tmp_path: Path, small_twin: Path, data_cache: Path) -> None:
+def test_two_workers_share_one_study(pg_study: str, tmp_path: Path, small_twin: Path, data_cache: Path,
+                                     spawn) -> None:  # noqa: ANN001
     study_file = _study_file(tmp_path, pg_study)
-    procs = [_worker(study_file, tmp_path, small_twin, data_cache, 6) for _ in range(2)]
+    procs = [_worker(spawn, study_file, tmp_path, small_twin, data_cache, 6) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
@@ -77,9 +77,10 @@ def test_two_workers_share_one_study(pg_study: str, tmp_path: Path, small_twin: 
 
 @pytest.mark.postgres
 def test_worker_with_other_definition_refuses_to_join(pg_study: str, tmp_path: Path, small_twin: Path,
-                                                      data_cache: Path) -> None:
-    first = _worker(_study_file(tmp_path, pg_study), tmp_path, small_twin, data_cache, 1)
-    assert first.wait(timeout=300) == 0
+                                                      data_cache: Path, spawn) -> None:  # noqa: ANN001
+    first = _worker(spawn, _study_file(tmp_path, pg_study), tmp_path, small_twin, data_cache, 1)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
     p = subprocess.run(
         [sys.executable, "-m", "search", "worker", "--study", str(_study_file(tmp_path, pg_study)),
          "--storage", PG_URL, "--data", str(small_twin), "--out", str(tmp_path / "runs"), "--trials", "2",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -16,7 +15,6 @@ import pytest
 from search.study.definition import StorageSection
 from search.study.storage import ENV_STORAGE, StorageError, hide_secret, open_storage, redact
 
-ROOT = Path(__file__).resolve().parents[3]
 PASSWORD = "p/w@d:%#x"  # every character that broke the old regex or URL parsing
 PG = "postgresql+psycopg://postgres:{}@127.0.0.1:5432/test"  # trust auth: any password is accepted
 
@@ -69,7 +67,8 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_a_parallel_run_on_a_password_url_leaks_it_nowhere(tmp_path: Path, small_twin: Path, data_cache: Path,
-                                                           fast_args: list[str], require_or_skip) -> None:  # noqa: ANN001
+                                                           fast_args: list[str], require_or_skip,  # noqa: ANN001
+                                                           spawn) -> None:  # noqa: ANN001
     reason = _pg_reachable()
     if reason:
         require_or_skip(f"PostgreSQL not reachable: {reason}")
@@ -82,9 +81,10 @@ def test_a_parallel_run_on_a_password_url_leaks_it_nowhere(tmp_path: Path, small
     args = [sys.executable, "-m", "search", "--debug", "run", "--data", str(small_twin), "--out", str(out),
             "--jobs", "2", "--trials", "4", *fast_args, "--set", f"study.name={name}"]
     env = {**os.environ, "ANKLEALIGN_CACHE": str(data_cache), ENV_STORAGE: url}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn(args, env=env)  # output to files: --debug from three processes overflows a pipe
     cmdlines: dict[int, str] = {}
-    while proc.poll() is None:  # every child's command line, while it runs
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:  # every child's command line, while it runs
         for child in _children(proc.pid):
             try:
                 line = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -93,7 +93,7 @@ def test_a_parallel_run_on_a_password_url_leaks_it_nowhere(tmp_path: Path, small
             if line:  # a child that has exited (a zombie) reads empty
                 cmdlines[child] = line
         time.sleep(0.05)
-    stdout, stderr = proc.communicate()
+    stdout, stderr = proc.communicate(timeout=60)
     try:
         assert proc.returncode == 0, stderr[-3000:]
         workers = [c for c in cmdlines.values() if " worker " in c]
