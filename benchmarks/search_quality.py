@@ -10,8 +10,9 @@ exported ensemble, each seed net and the default configuration retrained with th
 stratified random; the winner's cross-validated estimate (raw and bias-corrected) next to its eval
 score; CPU minutes (``getrusage`` of the child processes) and wall minutes; chance and the ceiling.
 
-``--pruners guarded,successive_halving,none`` adds, on the first seed, the new defaults with each pruner
-under the same time budget (``--timeout`` = the wall time of the first run): quality per CPU-minute.
+``--pruners successive_halving,none`` adds, on the first seed and right after its rows, the new defaults
+with each pruner under the same time budget (``--timeout`` = the trial phase of the guarded run):
+quality per CPU-minute.
 
     python benchmarks/search_quality.py [--seeds 0,1,2] [--configs new,old] [--pruners ...] [--json]
     python benchmarks/search_quality.py --quick     # a smoke run: seconds, figures meaningless
@@ -52,13 +53,45 @@ QUICK = ["study.trials=4", "training.max_epochs=2", "space.image_size=[32]", "cv
          'study.enqueue_presets=["default", "net6"]']
 
 
+def _truth(twin_dir: Path, seed: int, scale: float, eval_n: int) -> dict[str, str]:
+    """id -> true class of every image of the twin (written as ``truth.json`` when the twin is made)."""
+    path = twin_dir / "truth.json"
+    if not path.is_file():
+        manifest = anklealign.synth(twin_dir, seed=seed, scale=scale, difficulty="realistic", eval_n=eval_n)
+        path.write_text(json.dumps({i: t.true_class for i, t in manifest.images.items()}))
+    return json.loads(path.read_text())
+
+
+def oof_scores(run_dir: Path, study: str, trial_number: int, twin: Path, truth: dict[str, str]) -> dict:
+    """The winner's out-of-fold macro-F1 against the training labels and against the true classes."""
+    import optuna
+    from sklearn.metrics import f1_score
+
+    from search.study.records import TrialRecord
+
+    ds = anklealign.load(twin, image_size=32)  # only the ids, labels and class names are read
+    trial = optuna.load_study(study_name=study, storage=f"sqlite:///{run_dir / 'study.db'}").trials[trial_number]
+    probs = TrialRecord.of(trial).oof_probs(len(ds.classes))
+    if probs is None or len(probs) != len(ds.train.ids):
+        return {}
+    pred, noisy = probs.argmax(1), ds.train.labels.numpy()
+    true = [ds.classes.index(truth[i]) if truth.get(i) in ds.classes else -1 for i in ds.train.ids]
+    known = [k for k, t in enumerate(true) if t >= 0]
+    labels = list(range(len(ds.classes)))
+    f1 = lambda y, p: float(f1_score(y, p, labels=labels, average="macro", zero_division=0))  # noqa: E731
+    return {"oof_vs_noisy": round(f1(noisy, pred), 4),
+            "oof_vs_true": round(f1([true[k] for k in known], pred[known]), 4),
+            "label_noise": round(float(sum(true[k] != noisy[k] for k in known) / max(1, len(known))), 4),
+            "images": len(known)}
+
+
 def _cpu_children() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
 
 def run_config(name: str, overrides: list[str], *, twin: Path, eval_dir: Path, out: Path, seed: int,
-               timeout: float | None, n_boot: int) -> dict:
+               timeout: float | None, n_boot: int, truth: dict[str, str]) -> dict:
     """One ``search run`` + ``search score``: the figures of one row."""
     study = f"q{seed}-{name}"
     argv = [sys.executable, "-m", "search", "-q", "run", "--data", str(twin), "--out", str(out),
@@ -92,6 +125,7 @@ def run_config(name: str, overrides: list[str], *, twin: Path, eval_dir: Path, o
            "search_gain": m["search_gain"], "eval_images": m["data"]["images"]}
     row["winner"]["optimism"] = (row["winner"]["cv_value"] - row["eval"]["ensemble"]["macro_f1"]["mean"]
                                  if row["winner"]["cv_value"] is not None else None)
+    row["winner"].update(oof_scores(out / study, study, final["trial"], twin, truth))
     return row
 
 
@@ -111,8 +145,9 @@ def _trial_counts(path: Path) -> tuple[dict[str, int], float]:
 
 def table(rows: list[dict]) -> str:
     head = ("| seed | config | CPU min | trials (complete/pruned) | winner CV (raw / BBC) | ensemble eval macro-F1 | "
-            "model (seed mean) | default, no search | best seed net | random | ceiling | bal. acc (ensemble) |")
-    lines = [head, "|" + "---|" * 12]
+            "model (seed mean) | default, no search | best seed net | random | ceiling | bal. acc (ensemble) | "
+            "winner OOF vs noisy / vs true labels |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         base = r["eval"]["baselines"]
         nets = {k: v for k, v in base.items() if k.startswith("net") or k == "baseline"}
@@ -126,7 +161,8 @@ def table(rows: list[dict]) -> str:
                      f"{f(base['default']['macro_f1']) if 'default' in base else '-'} | "
                      f"{best}: {f(nets[best]['macro_f1']) if best else '-'} | "
                      f"{base['stratified_random']['macro_f1']['mean']:.3f} | {r.get('ceiling', float('nan')):.3f} | "
-                     f"{f(r['eval']['ensemble']['balanced_accuracy'])} |")
+                     f"{f(r['eval']['ensemble']['balanced_accuracy'])} | "
+                     f"{w.get('oof_vs_noisy', float('nan')):.3f} / {w.get('oof_vs_true', float('nan')):.3f} |")
     return "\n".join(lines)
 
 
@@ -153,37 +189,34 @@ def main(argv: list[str] | None = None) -> int:
     env_note = {"threads": os.environ.get("OMP_NUM_THREADS"), "cpus": os.cpu_count(), "load": os.getloadavg()}
     print(f"search quality: seeds {seeds}, configs {list(configs)}, eval draw {eval_n}, in {work} {env_note}",
           file=sys.stderr, flush=True)
+    def record(row: dict, ceiling: float | dict) -> None:
+        row["ceiling"] = ceiling["value"] if isinstance(ceiling, dict) else ceiling
+        results.append(row)
+        with rows_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"  seed {row['seed']} {row['config']}: ensemble eval macro-F1 "
+              f"{row['eval']['ensemble']['macro_f1']['mean']:.3f}, CPU {row['cpu_minutes']:.1f} min",
+              file=sys.stderr, flush=True)
+
+    wanted = [c for c in args.configs.split(",") if c]
+    pruners = [p for p in args.pruners.split(",") if p]
+    if pruners and "new" not in wanted:
+        parser.error("--pruners compares against the 'new' row of the first seed: include new in --configs")
     for seed in seeds:
         twin_dir = work / f"twin{seed}"
-        if not (twin_dir / "eval").is_dir():
-            anklealign.synth(twin_dir, seed=seed, scale=scale, difficulty="realistic", eval_n=eval_n)
+        truth = _truth(twin_dir, seed, scale, eval_n)
         twin = json.loads((twin_dir / "twin.json").read_text())
         ceiling = twin["splits"]["eval_train_prior"]["ceiling"]["vs_true"]["macro_f1"]
-        wanted = [c for c in args.configs.split(",") if c]
+        common = {"twin": twin_dir / "anklealign", "eval_dir": twin_dir / "eval", "out": work / "runs",
+                  "seed": seed, "n_boot": n_boot, "truth": truth}
         for name in wanted:
-            row = run_config(name, configs[name], twin=twin_dir / "anklealign", eval_dir=twin_dir / "eval",
-                             out=work / "runs", seed=seed, timeout=None, n_boot=n_boot)
-            row["ceiling"] = ceiling["value"] if isinstance(ceiling, dict) else ceiling
-            results.append(row)
-            with rows_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"  seed {seed} {name}: ensemble eval macro-F1 {row['eval']['ensemble']['macro_f1']['mean']:.3f}, "
-                  f"CPU {row['cpu_minutes']:.1f} min", file=sys.stderr, flush=True)
-    if args.pruners:  # after every seed's main rows: the pruner comparison on the first seed
-        seed = seeds[0]
-        twin_dir = work / f"twin{seed}"
-        ceiling = json.loads((twin_dir / "twin.json").read_text())["splits"]["eval_train_prior"]["ceiling"]
-        ceiling = ceiling["vs_true"]["macro_f1"]
-        first = next(r for r in results if r["seed"] == seed and r["config"] == "new")
-        budget = first["search_minutes"] * 60  # the trial phase of the guarded run
-        for pruner in [p for p in args.pruners.split(",") if p]:
-            name = f"new+{pruner}"
-            row = run_config(name, [*configs["new"], f'pruner.name="{pruner}"'], twin=twin_dir / "anklealign",
-                             eval_dir=twin_dir / "eval", out=work / "runs", seed=seed, timeout=budget, n_boot=n_boot)
-            row["ceiling"] = ceiling["value"] if isinstance(ceiling, dict) else ceiling
-            results.append(row)
-            with rows_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            record(run_config(name, configs[name], timeout=None, **common), ceiling)
+        if pruners and seed == seeds[0]:  # the pruner comparison, on the first seed, right after its rows
+            first = next(r for r in results if r["seed"] == seed and r["config"] == "new")
+            budget = first["search_minutes"] * 60  # the trial phase of the guarded run
+            for pruner in pruners:
+                record(run_config(f"new+{pruner}", [*configs["new"], f'pruner.name="{pruner}"'], timeout=budget,
+                                  **common), ceiling)
     if args.json:
         print(json.dumps({"benchmark": "search_quality", "quick": args.quick, "eval_n": eval_n, "rows": results},
                          indent=1))

@@ -73,4 +73,8 @@ def test_search_quality_quick_json_reports_both_configs(tmp_path: Path) -> None:
         assert row["cpu_minutes"] > 0 and 0 < row["ceiling"] <= 1
         assert row["winner"]["optimism"] == pytest.approx(row["winner"]["cv_value"]
                                                           - row["eval"]["ensemble"]["macro_f1"]["mean"])
+        # the winner's out-of-fold predictions scored against the noisy labels and the twin's true classes
+        w = row["winner"]
+        assert 0 <= w["oof_vs_noisy"] <= 1 and 0 <= w["oof_vs_true"] <= 1 and 0 < w["label_noise"] < 0.5
+        assert w["images"] > 0
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2  # each row kept as it ends
