@@ -137,7 +137,7 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
         px, pkeep = decode(pcard["preprocessing"])
         if not np.array_equal(pkeep, keep):
             raise SearchError(f"baseline {d.name} could not decode images the model decoded")
-        preset_probs[d.name] = _member_probs(pmodel, px)
+        preset_probs[d.name] = _member_probs(pmodel, px).mean(0, keepdims=True)  # its seeds averaged, as in final
         base[d.name] = {"kind": "preset", "description": (final.get("baselines", {}).get(d.name) or {}).get(
             "description", f"{d.name}, retrained like the model"), **score_seeds(preset_probs[d.name], labels, votes,
                                                                                  **common)}

@@ -13,6 +13,13 @@ last epochs (:attr:`search.study.records.TrialRecord.oof`). Two decisions read t
 * **Top-k ensemble**: averaging the probabilities of the k best trials (each retrained with R seeds)
   often beats the single winner on small data. k in 1..``final.top_k`` is chosen by the out-of-fold
   score of the averaged out-of-fold probabilities; ties go to the smaller k.
+* **The default configuration unless the winner is distinguishably better** (``final.keep_default``):
+  on a few hundred noisy labels the best of 30 CV scores is often a trial that got lucky, and the search
+  then exports a model worse than the recipe it started from ("overtuning"). So the winner replaces the
+  study's ``default`` trial only when a paired bootstrap of their out-of-fold difference (over the
+  duplicate groups, as in :func:`search.final.gain.paired_difference`) has its 95 % interval above 0;
+  otherwise the default configuration is exported and the card says why. The same one-standard-error
+  spirit as Hastie, Tibshirani and Friedman's rule: prefer the prior choice when the data cannot tell.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.final.gain import paired_difference
 from search.run.metrics import confusions, metrics_from_confusion
 from search.study.records import TrialRecord
 
-__all__ = ["bbc_estimate", "choose_top_k", "TopK", "oof_score", "Selection", "select"]
+__all__ = ["bbc_estimate", "choose_top_k", "TopK", "oof_score", "Selection", "select", "versus_default"]
 
 
 def oof_score(probs: np.ndarray, labels: np.ndarray, *, metric: str, num_classes: int) -> float:
@@ -114,24 +122,46 @@ def choose_top_k(oof: Sequence[np.ndarray], labels: np.ndarray, *, metric: str, 
 class Selection:
     """What the final step exports and what the out-of-fold evidence says about it."""
 
-    members: list[FrozenTrial]  # the winner first, then the other trials of the ensemble
+    members: list[FrozenTrial]  # the exported trial first (the winner, or the default), then the ensemble's others
     top_k: TopK | None = None
     bbc: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)  # why a piece of evidence is missing
+    versus_default: dict[str, Any] | None = None  # the winner against the default trial, out of fold
 
     def block(self) -> dict[str, Any]:
         """The ``selection`` block of metrics.json and the model card."""
+        why = self.top_k.why if self.top_k else (self.notes[0] if self.notes else "one trial")
+        if self.versus_default:
+            why = f"{self.versus_default['why']}; {why}"
         return {"trials": [t.number for t in self.members], "top_k": self.top_k.k if self.top_k else 1,
-                "top_k_oof_scores": list(self.top_k.scores) if self.top_k else None,
-                "why": self.top_k.why if self.top_k else (self.notes[0] if self.notes else "one trial"),
-                "bias_corrected": self.bbc, "notes": self.notes}
+                "top_k_oof_scores": list(self.top_k.scores) if self.top_k else None, "why": why,
+                "versus_default": self.versus_default, "bias_corrected": self.bbc, "notes": self.notes}
+
+
+def versus_default(winner: tuple[FrozenTrial, np.ndarray], default: tuple[FrozenTrial, np.ndarray],
+                   labels: np.ndarray, *, groups: np.ndarray, metric: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """Whether the winner's out-of-fold ``metric`` beats the default trial's: the paired difference, its
+    95 % interval, and ``kept`` (``winner`` only when the interval lies above 0, else ``default``)."""
+    (w, w_oof), (d, d_oof) = winner, default
+    diff = paired_difference(w_oof[None], d_oof[None], labels, metric=metric, groups=groups, n_boot=n_boot, seed=seed)
+    ci = diff["ci95"]
+    kept = "winner" if ci is not None and ci[0] > 0 else "default"
+    shown = f"{diff['difference']:+.3f}" + (f" [95 % {ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else " (no interval)")
+    why = (f"trial {w.number} beats the default configuration (trial {d.number}) out of fold by {shown}"
+           if kept == "winner" else
+           f"the default configuration (trial {d.number}) is exported: the best trial {w.number} is {shown} "
+           f"from it out of fold, not distinguishable from 0 (final.keep_default)")
+    return {"winner_trial": w.number, "default_trial": d.number, "difference": diff["difference"], "ci95": ci,
+            "kept": kept, "why": why}
 
 
 def select(study: optuna.Study, winner: FrozenTrial, *, top_k: int, labels: np.ndarray, groups: np.ndarray,
-           metric: str, num_classes: int, n_boot: int, seed: int) -> Selection:
+           metric: str, num_classes: int, n_boot: int, seed: int, keep_default: bool = False) -> Selection:
     """The members of the exported ensemble and the winner's bias-corrected score, from out-of-fold evidence.
 
-    Candidates for the ensemble share the winner's input (size, colour, resize: one preprocessing).
+    With ``keep_default`` the study's complete ``default`` trial takes the winner's place unless
+    :func:`versus_default` says the winner is better. Candidates for the ensemble share the exported
+    trial's input (size, colour, resize: one preprocessing).
     """
     def oof(t: FrozenTrial) -> np.ndarray | None:
         probs = TrialRecord.of(t).oof_probs(num_classes)
@@ -154,8 +184,18 @@ def select(study: optuna.Study, winner: FrozenTrial, *, top_k: int, labels: np.n
     def input_of(t: FrozenTrial) -> Any:
         return (TrialRecord.of(t).config or {}).get("input")
 
+    versus = None
+    default = next(((t, p) for t, p in with_oof if TrialRecord.of(t).preset == "default"), None)
+    if keep_default and default is not None and default[0].number != winner.number:
+        versus = versus_default((winner, win_oof), default, labels, groups=groups, metric=metric, n_boot=n_boot,
+                                seed=seed)
+        if versus["kept"] == "default":
+            winner, win_oof = default
+    elif keep_default and default is None:
+        notes.append("no complete 'default' trial with out-of-fold predictions: the best trial is exported")
     pool = [(winner, win_oof)] + [(t, p) for t, p in with_oof
                                   if t.number != winner.number and input_of(t) == input_of(winner)]
     pool = pool[:top_k]
     chosen = choose_top_k([p for _, p in pool], labels, metric=metric, num_classes=num_classes)
-    return Selection(members=[t for t, _ in pool[:chosen.k]], top_k=chosen, bbc=bbc, notes=notes)
+    return Selection(members=[t for t, _ in pool[:chosen.k]], top_k=chosen, bbc=bbc, notes=notes,
+                     versus_default=versus)

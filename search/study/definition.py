@@ -24,19 +24,8 @@ import tomli_w
 from search.study.errors import SearchError
 from space import PRESET_TRIALS, SEED_NETS
 
-__all__ = [
-    "StudyDef",
-    "StudyDefError",
-    "load_study_def",
-    "study_def_from_dict",
-    "apply_overrides",
-    "find_study_file",
-    "name_from_data",
-    "METRICS",
-    "OBJECTIVES",
-    "SAMPLERS",
-    "PRUNERS",
-]
+__all__ = ["StudyDef", "StudyDefError", "load_study_def", "study_def_from_dict", "apply_overrides", "find_study_file",
+           "name_from_data", "METRICS", "OBJECTIVES", "SAMPLERS", "PRUNERS"]
 
 METRICS = ("macro_f1", "balanced_accuracy", "accuracy")
 # A trial's value: its best epoch's, its last epoch's or its last five epochs' mean fold score (run.objective).
@@ -161,6 +150,7 @@ class FinalSection:
     label_shift: bool = True  # estimate the test prior from unlabelled outputs; a prior-adjusted row
     votes: bool = True  # accuracy against the vote majority, ties apart
     per_class: bool = True  # per-class precision and recall with intervals
+    keep_default: bool = True  # export the default trial unless the winner beats it out of fold (final/selection.py)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -187,7 +177,8 @@ _SECTIONS: dict[str, type] = {
 # Keys that do not change what a trial computes: a worker may differ in these and still join.
 _RUN_ONLY = {("study", "trials"), ("training", "device"), ("training", "deterministic"), ("data", "source"),
              ("final", "seeds"), ("final", "baseline_presets"), ("final", "bootstrap"), ("final", "top_k"),
-             ("final", "calibrate"), ("final", "label_shift"), ("final", "votes"), ("final", "per_class")}
+             ("final", "calibrate"), ("final", "label_shift"), ("final", "votes"), ("final", "per_class"),
+             ("final", "keep_default")}
 
 
 @dataclass(frozen=True)
