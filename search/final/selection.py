@@ -187,8 +187,9 @@ def select(study: optuna.Study, winner: FrozenTrial, *, top_k: int, labels: np.n
     versus = None
     default = next(((t, p) for t, p in with_oof if TrialRecord.of(t).preset == "default"), None)
     if keep_default and default is not None and default[0].number != winner.number:
-        versus = versus_default((winner, win_oof), default, labels, groups=groups, metric=metric, n_boot=n_boot,
-                                seed=seed)
+        # The decision needs an interval even where final.bootstrap = 0 turns the reported ones off.
+        versus = versus_default((winner, win_oof), default, labels, groups=groups, metric=metric,
+                                n_boot=n_boot or 1000, seed=seed)
         if versus["kept"] == "default":
             winner, win_oof = default
     elif keep_default and default is None:

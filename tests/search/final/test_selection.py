@@ -106,6 +106,8 @@ def test_the_default_is_exported_unless_the_winner_is_distinguishably_better(los
     assert (exported == "default") == (kept == "default")
     if kept == "default":
         assert "not distinguishable from 0" in sel.block()["why"] and "final.keep_default" in sel.block()["why"]
+    # final.bootstrap = 0 (no reported intervals) still decides with an interval.
+    assert select(study, winner, keep_default=True, **{**args, "n_boot": 0}).versus_default["ci95"] is not None
     # Off, the best trial is exported whatever the evidence.
     assert select(study, winner, keep_default=False, **args).members[0].number == winner.number
 
