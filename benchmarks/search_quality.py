@@ -14,7 +14,7 @@ score; CPU minutes (``getrusage`` of the child processes) and wall minutes; chan
 with each pruner under the same time budget (``--timeout`` = the trial phase of the guarded run, or
 ``--budget-s``) and no trial cap, so that what pruning saves buys more trials: quality per CPU-minute.
 
-    python benchmarks/search_quality.py [--seeds 0,1,2] [--configs new,old] [--pruners ...] [--json]
+    python benchmarks/search_quality.py [--seeds 0,1,2] [--configs new,old] [--pruners ...] [--set K=V] [--json]
     python benchmarks/search_quality.py --quick     # a smoke run: seconds, figures meaningless
 
 Every finished (seed, configuration) is appended to ``--out/results.jsonl`` as it ends, so an
@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pruners", default="", help="e.g. guarded,successive_halving,none (first seed only)")
     parser.add_argument("--budget-s", type=float, default=0.0,
                         help="time budget of each --pruners run (default: the trial phase of the seed's 'new' run)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override added to every configuration, e.g. final.keep_default=false")
     parser.add_argument("--eval-n", type=int, default=1000)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", default="", help="keep runs and results.jsonl here (default: a temp folder)")
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         seeds, scale, eval_n, n_boot = seeds[:1], 0.2, 60, 20
         configs = {"new": QUICK, "old": [*OLD, *QUICK]}
+    configs = {name: [*overrides, *args.extra] for name, overrides in configs.items()}
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="search-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     results, rows_path = [], work / "results.jsonl"
