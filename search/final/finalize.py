@@ -113,7 +113,7 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     # 1. Train everything. Nothing so far has read the test split.
     best = retrain(f"trial {trial.number}", cfg, ds, epochs=epochs, seeds=seeds, device=dev, epochs_from=epochs_why)
     others = [_retrain_member(t, defn, ds, seeds, dev) for t in selection.members[1:]]
-    presets, skipped = retrain_presets(defn, study, ctx, seeds=seeds, device=dev)
+    presets, skipped = retrain_presets(defn, study, ctx, seeds=seeds, device=dev, reuse=best)
 
     # 2. The test set, read here for the first time (and logged as a read).
     test = read_test(ds, run_dir=run_dir, why={"command": command, "study": defn.name, "trial": trial.number,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -105,8 +105,12 @@ def retrain(name: str, cfg: TrialCfg, ds: anklealign.Dataset, *, epochs: int, se
 
 
 def retrain_presets(defn: StudyDef, study: optuna.Study, ctx: DataContext, *, seeds: list[int],
-             device: torch.device) -> tuple[list[Trained], dict[str, Any]]:
-    """Retrain ``final.baseline_presets`` like the best trial; presets that cannot run are reported."""
+             device: torch.device, reuse: Trained | None = None) -> tuple[list[Trained], dict[str, Any]]:
+    """Retrain ``final.baseline_presets`` like the best trial; presets that cannot run are reported.
+
+    ``reuse``: models already trained with these seeds (the exported trial's); a preset with the same
+    recipe and epochs takes them instead of training again (the exported default configuration).
+    """
     space = SearchSpace.from_dict(dict(defn.space))
     num_classes = ctx.num_classes
     trained, skipped = [], {}
@@ -126,6 +130,11 @@ def retrain_presets(defn: StudyDef, study: optuna.Study, ctx: DataContext, *, se
             epochs = defn.training.max_epochs
             source = (f"all {epochs} epochs of its recipe: its trial did not complete in the study, so it has "
                       "no scored epoch")
+        if reuse is not None and reuse.cfg == cfg and reuse.epochs == epochs:
+            _log.info("final: %s: the exported trial's %d seeds, same recipe and epochs: not trained again", name,
+                      len(reuse.models))
+            trained.append(replace(reuse, name=name, epochs_from=source))
+            continue
         trained.append(retrain(name, cfg, ctx.dataset(cfg.input), epochs=epochs, seeds=seeds, device=device,
                                 epochs_from=source))
     return trained, skipped

@@ -63,3 +63,32 @@ def test_retrain_epochs_follow_the_study_objective(objective: str, record: Trial
 def test_a_trial_without_an_epoch_count_cannot_be_retrained() -> None:
     with pytest.raises(SearchError, match="trial 5 records no epoch count"):
         retrain_epochs(TrialRecord(), objective="best_epoch", max_epochs=12, number=5)
+
+
+def test_a_preset_with_the_exported_trials_recipe_reuses_its_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the default configuration is exported, its baseline row is the same 3 seeds: not trained twice."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    import search.final.retrain as rt
+    from search.run.queue import preset_trial
+    from search.study.definition import load_study_def
+    from space.search_space import SearchSpace
+
+    defn = load_study_def("anklealign", ["final.baseline_presets=[\"default\", \"net6\"]"])
+    space = SearchSpace.from_dict(dict(defn.space))
+    cfg = preset_trial("default", space, defn.training.max_epochs, num_classes=3)
+    exported = rt.Trained("trial 0", cfg, None, defn.training.max_epochs, ["m1", "m2"], "its recipe", [])
+    trained_now: list[str] = []
+    monkeypatch.setattr(rt, "retrain", lambda name, *a, **k: trained_now.append(name) or SimpleNamespace(name=name))
+    ctx = SimpleNamespace(num_classes=3, dataset=lambda inp: None)
+    out, skipped = rt.retrain_presets(defn, optuna.create_study(), ctx, seeds=[1, 2], device=torch.device("cpu"),
+                                      reuse=exported)
+    assert not skipped and [r.name for r in out] == ["default", "net6"]
+    assert out[0].models == ["m1", "m2"] and trained_now == ["net6"]  # default reused, net6 trained
+    # Another epoch count is another model: trained.
+    trained_now.clear()
+    rt.retrain_presets(defn, optuna.create_study(), ctx, seeds=[1, 2], device=torch.device("cpu"),
+                       reuse=dataclasses.replace(exported, epochs=exported.epochs - 1))
+    assert trained_now == ["default", "net6"]
