@@ -57,7 +57,12 @@ def _truth(twin_dir: Path, seed: int, scale: float, eval_n: int) -> dict[str, st
     """id -> true class of every image of the twin (written as ``truth.json`` when the twin is made)."""
     path = twin_dir / "truth.json"
     if not path.is_file():
-        manifest = anklealign.synth(twin_dir, seed=seed, scale=scale, difficulty="realistic", eval_n=eval_n)
+        kwargs = {"seed": seed, "scale": scale, "difficulty": "realistic", "eval_n": eval_n}
+        if twin_dir.exists():  # a twin of an older run of this script: the generator is deterministic, so
+            with tempfile.TemporaryDirectory() as tmp:  # the same twin made aside gives its truth
+                manifest = anklealign.synth(Path(tmp) / "twin", **kwargs)
+        else:
+            manifest = anklealign.synth(twin_dir, **kwargs)
         path.write_text(json.dumps({i: t.true_class for i, t in manifest.images.items()}))
     return json.loads(path.read_text())
 
