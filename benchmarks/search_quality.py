@@ -36,6 +36,8 @@ from pathlib import Path
 # This file's folder holds benchmarks/search.py, which shares its name with the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+import numpy as np  # noqa: E402
+
 import anklealign  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +72,8 @@ def _truth(twin_dir: Path, seed: int, scale: float, eval_n: int) -> dict[str, st
 def oof_scores(run_dir: Path, study: str, trial_number: int, twin: Path, truth: dict[str, str]) -> dict:
     """The winner's out-of-fold macro-F1 against the training labels and against the true classes."""
     import optuna
-    from sklearn.metrics import f1_score
 
+    from search.final.selection import oof_score
     from search.study.records import TrialRecord
 
     ds = anklealign.load(twin, image_size=32)  # only the ids, labels and class names are read
@@ -79,13 +81,13 @@ def oof_scores(run_dir: Path, study: str, trial_number: int, twin: Path, truth: 
     probs = TrialRecord.of(trial).oof_probs(len(ds.classes))
     if probs is None or len(probs) != len(ds.train.ids):
         return {}
-    pred, noisy = probs.argmax(1), ds.train.labels.numpy()
+    noisy = ds.train.labels.numpy()
     true = [ds.classes.index(truth[i]) if truth.get(i) in ds.classes else -1 for i in ds.train.ids]
     known = [k for k, t in enumerate(true) if t >= 0]
-    labels = list(range(len(ds.classes)))
-    f1 = lambda y, p: float(f1_score(y, p, labels=labels, average="macro", zero_division=0))  # noqa: E731
-    return {"oof_vs_noisy": round(f1(noisy, pred), 4),
-            "oof_vs_true": round(f1([true[k] for k in known], pred[known]), 4),
+    k = len(ds.classes)
+    return {"oof_vs_noisy": round(oof_score(probs, noisy, metric="macro_f1", num_classes=k), 4),
+            "oof_vs_true": round(oof_score(probs[known], np.asarray([true[i] for i in known]), metric="macro_f1",
+                                           num_classes=k), 4),
             "label_noise": round(float(sum(true[k] != noisy[k] for k in known) / max(1, len(known))), 4),
             "images": len(known)}
 
