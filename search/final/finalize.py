@@ -28,7 +28,7 @@ from search.final.card import card_summary, confusion_png, confusion_title
 from search.final.export import save_model
 from search.final.gain import search_gain
 from search.final.retrain import Trained, best_trial, probabilities, retrain, retrain_epochs, retrain_presets
-from search.final.scoring import annotator_agreement, baselines, score_seeds
+from search.final.scoring import annotator_agreement, answers_without_images, baselines, score_seeds
 from search.final.selection import Selection, select
 from search.final.testset import TEST_READS, read_test, reads_block
 from search.final.trust import fit_calibration, trust_blocks
@@ -48,12 +48,12 @@ _log = logging.getLogger(__name__)
 _FILES = ("model.pt", "model.onnx", "model_card.json", "metrics.json", "confusion.png", "reliability.png")
 
 
-def _cv_block(defn: StudyDef, trial: FrozenTrial, record: TrialRecord, selection: Selection) -> dict[str, Any]:
-    """The trial's cross-validated scores: the one the study optimised, the others, and the bias-corrected one."""
+def _cv_block(defn: StudyDef, trial: FrozenTrial, record: TrialRecord) -> dict[str, Any]:
+    """The exported trial's cross-validated scores: the one the study optimised and the others."""
     return {"metric": defn.study.metric, "objective": defn.study.objective, "value": trial.value,
             "best_epoch_value": record.cv_best, "best_epoch": record.best_epoch,
             "last_epoch_value": record.cv_last, "last_mean_value": record.cv_last_mean,
-            "epochs_run": record.epochs_run, "folds": defn.cv.folds, "bias_corrected": selection.bbc}
+            "epochs_run": record.epochs_run, "folds": defn.cv.folds}
 
 
 def _retrain_member(t: FrozenTrial, defn: StudyDef, ds: Any, seeds: list[int], dev: Any) -> Trained:
@@ -103,10 +103,13 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
 
     selection = selection or Selection(members=[trial], notes=["one trial, as asked"])
     train_labels = ds.train.labels.cpu().numpy()
-    oofs = [TrialRecord.of(t).oof_probs(len(ds.classes)) for t in selection.members]
+    member_records = [TrialRecord.of(t) for t in selection.members]
+    oofs = [r.oof_probs(len(ds.classes)) for r in member_records]
     usable = all(o is not None and len(o) == len(train_labels) for o in oofs)
     calibration = fit_calibration(np.mean(oofs, axis=0) if usable else None, train_labels,
-                                  enabled=defn.final.calibrate)
+                                  enabled=defn.final.calibrate, exact=all(r.oof_exact for r in member_records))
+    if calibration.get("warning"):
+        _log.warning("final: calibration: %s", calibration["warning"])
     # The exported model's out-of-fold probabilities (calibrated like its outputs): the reference of the
     # label-shift estimate here and in 'search score'.
     reference = apply_temperature(np.mean(oofs, axis=0), calibration["temperature"]) if usable else None
@@ -151,10 +154,11 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
                        metric=defn.study.metric, groups=test["groups"], n_boot=n_boot, seed=boot_seed,
                        model_score=ensemble, seed_nets=SEED_NETS)
     humans = annotator_agreement(test["annotator_labels"], annotators=ds.annotators, num_classes=len(classes),
-                                 model_predictions={"model": probs.argmax(-1), "ensemble": ens_probs.argmax(-1)})
+                                 model_predictions={"model": probs.argmax(-1), "ensemble": ens_probs.argmax(-1)},
+                                 constants=answers_without_images(prior, classes), n_boot=n_boot, seed=boot_seed)
     metrics: dict[str, Any] = {
         "data": info, "study": defn.name, "trial": trial.number,
-        "cv": _cv_block(defn, trial, TrialRecord.of(trial), selection), "selection": selection.block(),
+        "cv": _cv_block(defn, trial, TrialRecord.of(trial)), "selection": selection.block(),
         "exported": _exported_words(selection, len(seeds)),
         "config": cfg.to_dict(), "seeds": seeds, "epochs": epochs, "recipe_epochs": cfg.train.max_epochs,
         "epochs_reason": epochs_why, "train_loss": [list(x) for x in best.losses], "classes": classes,

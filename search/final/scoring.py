@@ -25,7 +25,8 @@ from scipy import stats
 
 from search.run.metrics import METRICS, absent_classes, cell_codes, confusions, metrics_from_confusion
 
-__all__ = ["group_bootstrap", "score_seeds", "baselines", "annotator_agreement", "weighted_metrics"]
+__all__ = ["group_bootstrap", "score_seeds", "baselines", "annotator_agreement", "answers_without_images",
+           "weighted_metrics"]
 
 _EPS = 1e-7  # probability floor of the cross-entropy (a hard 0 would make it infinite)
 _RANDOM_DRAWS = 1000  # draws of the stratified-random guesser, for the spread of one guesser
@@ -269,7 +270,9 @@ def baselines(labels: np.ndarray, votes: np.ndarray, train_labels: np.ndarray, *
 
 
 def annotator_agreement(annotator_labels: np.ndarray, *, annotators: Sequence[str], num_classes: int,
-                        model_predictions: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+                        model_predictions: Mapping[str, np.ndarray] | None = None,
+                        constants: Mapping[str, np.ndarray] | None = None, n_boot: int = 0,
+                        seed: int = 0) -> dict[str, Any]:
     """Each human annotator, scored against the majority of the *other* annotators; models like-for-like.
 
     For annotator ``a`` and image ``m`` that ``a`` labelled, the reference is the majority of the
@@ -283,7 +286,12 @@ def annotator_agreement(annotator_labels: np.ndarray, *, annotators: Sequence[st
     A model is ranked like-for-like: against annotator ``a`` it is scored on exactly ``a``'s scored
     images against exactly ``a``'s reference, and ``a`` beats it when ``a``'s accuracy there is strictly
     higher. The model's ``rank`` is one plus the number of annotators who beat it (1 = no annotator
-    does better on their own images), ``of`` = annotators + 1.
+    does better on their own images), ``of`` = annotators + 1. A rank alone says little: on a test set where
+    one class dominates, always answering it can rank first too. So ``constants`` (name -> (K,) class
+    probabilities of an answer that ignores the image: a one-hot for "always this class", the training prior for
+    random guessing, scored by its expected accuracy) are ranked by the same rule. ``rank_ci95`` is a 95 % percentile interval of a
+    rank over ``n_boot`` resamples of the images (each annotator's and each model's accuracy recomputed on the
+    resample).
 
     Args:
         annotator_labels: (A, M) class ids, -1 = that annotator gave no label.
@@ -291,6 +299,8 @@ def annotator_agreement(annotator_labels: np.ndarray, *, annotators: Sequence[st
         num_classes: K.
         model_predictions: name -> (S, M) predicted class ids of a model (S seeds; accuracies are
             averaged over seeds).
+        constants: name -> (K,) probabilities of an answer that ignores the image (ranked like a model).
+        n_boot, seed: resamples of the images for the rank intervals (0 = none).
 
     Returns:
         ``{"available", "tie_rule", "per_annotator": [...], "accuracy": {"mean", "min", "max", "std"},
@@ -316,6 +326,13 @@ def annotator_agreement(annotator_labels: np.ndarray, *, annotators: Sequence[st
     with np.errstate(invalid="ignore", divide="ignore"):
         frac_same = np.where(given & (n_others > 0), same / np.maximum(n_others, 1), np.nan)
     models = {name: np.atleast_2d(np.asarray(p)) for name, p in (model_predictions or {}).items()}
+    # Per (model, annotator, image): the probability the model's answer equals that annotator's reference.
+    hit = {name: (p[:, None, :] == reference[None]).mean(0) for name, p in models.items()}  # (A, M) each
+    kinds = dict.fromkeys(models, "model")
+    for name, probs in (constants or {}).items():  # a one-hot answers one class always; else a random guess
+        probs = np.asarray(probs, dtype=np.float64)
+        hit[name] = probs[reference]  # its expected accuracy against each reference
+        kinds[name] = "constant" if probs.max() >= 1.0 else "random"
     rows: list[dict[str, Any]] = []
     for i, code in enumerate(annotators):
         n = int(scored[i].sum())
@@ -324,10 +341,8 @@ def annotator_agreement(annotator_labels: np.ndarray, *, annotators: Sequence[st
                "ties_skipped": int((given[i] & (n_others[i] > 0) & ~unique_top[i]).sum()),
                "accuracy": float(correct[i].sum() / n) if n else None,
                "vote_agreement": float(agree.mean()) if agree.size else None}
-        if models:
-            row["model_accuracy"] = {
-                name: float((p[:, scored[i]] == reference[i, scored[i]]).mean()) if n else None
-                for name, p in models.items()}
+        if hit:
+            row["model_accuracy"] = {name: float(h[i, scored[i]].mean()) if n else None for name, h in hit.items()}
         rows.append(row)
     ranked = [r for r in rows if r["accuracy"] is not None]
     accs = np.array([r["accuracy"] for r in ranked])
@@ -340,16 +355,50 @@ def annotator_agreement(annotator_labels: np.ndarray, *, annotators: Sequence[st
         "vote_agreement": _spread(agrees),
         "per_annotator": rows,
     }
-    if models:
+    if hit:
         out["rank_rule"] = ("like-for-like: against each annotator the model is scored on that annotator's "
                             "images against the same leave-one-out majority; rank = 1 + annotators who "
-                            "score strictly higher there")
+                            "score strictly higher there; answers that ignore the image are ranked the same way")
         out["model_rank"] = {}
-        for name in models:
+        idx = [annotators.index(r["annotator"]) for r in ranked]
+        intervals = _rank_intervals(correct[idx], scored[idx], {n: h[idx] for n, h in hit.items()}, n_boot, seed)
+        for name, h in hit.items():
             beaten_by = [r["annotator"] for r in ranked if r["accuracy"] > r["model_accuracy"][name]]
             out["model_rank"][name] = {
-                "rank": 1 + len(beaten_by), "of": len(ranked) + 1, "beaten_by": beaten_by,
+                "rank": 1 + len(beaten_by), "of": len(ranked) + 1, "beaten_by": beaten_by, "kind": kinds[name],
+                "rank_ci95": intervals.get(name),
                 "accuracy_vs_annotators": _spread(np.array([r["model_accuracy"][name] for r in ranked]))}
+    return out
+
+
+def answers_without_images(train_prior: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """The answers that ignore the image, ranked next to a model against the annotators: always the most
+    frequent training class, and random guesses with the training class frequencies."""
+    prior = np.asarray(train_prior, dtype=np.float64)
+    top = int(np.argmax(prior))
+    return {f"always {classes[top]}": np.eye(len(prior))[top], "random, training frequencies": prior}
+
+
+def _rank_intervals(correct: np.ndarray, scored: np.ndarray, hit: Mapping[str, np.ndarray], n_boot: int,
+                    seed: int) -> dict[str, list[float]]:
+    """95 % percentile intervals of each answer's rank among the annotators over resamples of the images.
+
+    ``correct``, ``scored``: (A, M) of the ranked annotators; ``hit``: name -> (A, M) chance the answer matches
+    each annotator's reference. A resample where an annotator has no scored image leaves that annotator out.
+    """
+    if n_boot <= 0 or not hit:
+        return {}
+    m = correct.shape[1]
+    weights = np.random.default_rng(seed).multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(np.float64)
+    n = weights @ scored.T.astype(np.float64)  # (B, A) scored images of each annotator in each resample
+    present = n > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        human = (weights @ (correct & scored).T) / n  # (B, A)
+        out = {}
+        for name, h in hit.items():
+            answer = (weights @ (h * scored).T) / n
+            ranks = 1 + ((human > answer) & present).sum(1)
+            out[name] = [float(np.percentile(ranks, 2.5)), float(np.percentile(ranks, 97.5))]
     return out
 
 

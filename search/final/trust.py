@@ -26,26 +26,56 @@ from typing import Any
 
 import numpy as np
 
-from search.final.calibration import apply_temperature, calibration_metrics, fit_temperature
+from search.final.calibration import T_BOUNDS, apply_temperature, calibration_metrics, fit_temperature
 from search.final.scoring import group_bootstrap, score_seeds
 from search.final.shift import adjust_to_prior, bbse_interval, prior_interval
 from search.run.metrics import cell_codes
 
-__all__ = ["fit_calibration", "trust_blocks", "per_class_intervals", "vote_accuracy"]
+__all__ = ["CALIBRATED_TO", "at_bound", "fit_calibration", "trust_blocks", "per_class_intervals", "vote_accuracy"]
 
 
-def fit_calibration(oof: np.ndarray | None, oof_labels: np.ndarray, *, enabled: bool) -> dict[str, Any]:
-    """The temperature of the exported model, fitted on its out-of-fold predictions (1.0 when off or none)."""
+# What the temperature makes the probabilities mean: they are fitted to the training labels, which on this kind of
+# data are one annotator's reading of each picture, so they describe what an annotator would answer.
+CALIBRATED_TO = ("the training labels (one label per image as given; where labels are noisy the probabilities "
+                 "describe what a labeller would answer, and are under-confident about the true class)")
+
+
+def at_bound(temperature: float) -> bool:
+    """Whether a fitted temperature sits at (within 1 % of) an end of :data:`T_BOUNDS`: the optimum is there or
+    beyond, so the probabilities are not calibrated as the number suggests."""
+    return any(abs(np.log(temperature / b)) < 0.01 for b in T_BOUNDS)
+
+
+def fit_calibration(oof: np.ndarray | None, oof_labels: np.ndarray, *, enabled: bool,
+                    exact: bool = True) -> dict[str, Any]:
+    """The temperature of the exported model, fitted on its out-of-fold predictions (1.0 when off or none).
+
+    ``exact``: whether the recorded out-of-fold probabilities keep small values (False for the uint8 records
+    of older studies, whose zeros push the fit towards the upper bound): the block then says so.
+    The block's ``warning`` is set when the temperature lands on a bound of :data:`T_BOUNDS`.
+    """
     if not enabled:
         return {"enabled": False, "temperature": 1.0}
     if oof is None:
         return {"enabled": True, "temperature": 1.0,
                 "note": "no out-of-fold predictions recorded for the exported trials: not calibrated"}
     t = fit_temperature(oof, oof_labels)
-    return {"enabled": True, "temperature": t, "fitted_on": f"out-of-fold predictions of {len(oof_labels)} "
-            "training images (mean of the exported trials'; never the test set)",
-            "oof": {"before": _summary(calibration_metrics(oof, oof_labels)),
-                    "after": _summary(calibration_metrics(apply_temperature(oof, t), oof_labels))}}
+    out: dict[str, Any] = {
+        "enabled": True, "temperature": t, "fitted_on": f"out-of-fold predictions of {len(oof_labels)} "
+        "training images (mean of the exported trials'; never the test set)", "calibrated_to": CALIBRATED_TO,
+        "exact_oof": bool(exact),
+        "oof": {"before": _summary(calibration_metrics(oof, oof_labels)),
+                "after": _summary(calibration_metrics(apply_temperature(oof, t), oof_labels))}}
+    warnings_ = []
+    if at_bound(t):
+        warnings_.append(f"the temperature {t:.2f} sits at a bound of the search [{T_BOUNDS[0]}, {T_BOUNDS[1]}]: "
+                         "the probabilities are not calibrated as that number suggests")
+    if not exact:
+        warnings_.append("approximate: this study stored its out-of-fold probabilities rounded to 1/255 (an older "
+                         "format), so probabilities below 0.002 read as 0 and the temperature is only approximate")
+    if warnings_:
+        out["warning"] = "; ".join(warnings_)
+    return out
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:

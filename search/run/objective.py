@@ -77,18 +77,18 @@ def make_objective(
         try:
             fit_folds(pool, folds, cfg, metric=metric, seed=seed, on_epoch=on_epoch, stop=stop, result=result)
         except optuna.TrialPruned as exc:
-            _record(trial, data, result, t0, prune_reason=str(exc))
+            _record(trial, data, result, t0, objective, prune_reason=str(exc))
             raise
         except NonFiniteLoss as exc:
             # A diverging config is a bad point of the space, not a crash: prune it with the reason.
-            _record(trial, data, result, t0, prune_reason=f"non-finite loss: {exc}")
+            _record(trial, data, result, t0, objective, prune_reason=f"non-finite loss: {exc}")
             raise optuna.TrialPruned(f"non-finite loss: {exc}") from exc
         except OutOfMemory as exc:
             # Pruned, not failed: TPE ignores failed trials and would propose the same size again.
             gc.collect()
             if data.device.type == "cuda":
                 torch.cuda.empty_cache()
-            _record(trial, data, result, t0, prune_reason=f"out of memory: {exc}")
+            _record(trial, data, result, t0, objective, prune_reason=f"out of memory: {exc}")
             raise optuna.TrialPruned(f"out of memory: {exc}") from exc
         except Interrupted:
             records.write(trial, fail_reason="interrupted by the user (Ctrl-C); its parameters are re-queued",
@@ -97,21 +97,27 @@ def make_objective(
         except Exception as exc:
             records.write(trial, fail_reason=f"{exc.__class__.__name__}: {exc}"[:500])
             raise
-        _record(trial, data, result, t0)
+        _record(trial, data, result, t0, objective)
         return objective_value(objective, result)
 
     return run
 
 
-def _record(trial: optuna.Trial, data: DataContext, result: FitResult, t0: float, **extra: object) -> None:
-    """The figures of a trial, complete or pruned (its epochs are also its intermediate values)."""
+def _record(trial: optuna.Trial, data: DataContext, result: FitResult, t0: float, objective: str,
+            **extra: object) -> None:
+    """The figures of a trial, complete or pruned (its epochs are also its intermediate values).
+
+    The out-of-fold probabilities are those of the state the trial's value describes, the one the final step
+    exports: the best epoch's for ``best_epoch`` (a best-epoch retrain stops there), else the last epochs' mean.
+    """
     values: dict[str, object] = {}
     if result.best_epoch >= 0:
         # 1-based: the epoch count a best-epoch retrain runs
         values.update(best_epoch=result.best_epoch + 1, cv_best=result.best_score, cv_last=result.scores[-1],
                       cv_last_mean=result.last_mean)
-    if result.oof is not None:
-        values.update(oof=records.encode_probs(result.oof))
+    oof = result.oof_best if objective == "best_epoch" and result.oof is not None else result.oof
+    if oof is not None:
+        values.update(oof=records.encode_probs(oof))
     records.write(trial, **values, epochs_run=result.epochs_run, epoch_seconds=tuple(result.epoch_seconds),
                   train_images_per_s=round(result.images_trained / max(result.train_seconds, 1e-9), 1),
                   seconds=round(time.perf_counter() - t0, 3), peak_memory_mb=peak_memory_mb(data.device),

@@ -86,6 +86,8 @@ class FitResult:
     # the budget (None until the fit has run them): what the final step's bias correction and top-k
     # ensemble choice read.
     oof: np.ndarray | None = None
+    # The out-of-fold probabilities of the best epoch (the state a best-epoch retrain exports).
+    oof_best: np.ndarray | None = None
 
     @property
     def epochs_run(self) -> int:
@@ -281,6 +283,7 @@ def fit_folds(
     result = result if result is not None else FitResult()
     oof_sum = np.zeros((len(pool.labels), pool.num_classes), dtype=np.float64)
     oof_from = max(0, epochs - LAST_EPOCHS)
+    epoch_oof = np.zeros((len(pool.labels), pool.num_classes), dtype=np.float32)
     for epoch in range(epochs):
         t0 = time.perf_counter()
         fold_scores = []
@@ -289,6 +292,7 @@ def fit_folds(
             result.images_trained += seen
             proba = _guard_memory(lambda f=fold, v=vi: predict_proba(f.model, pool.images[v]))
             fold_scores.append(score(metric, yt, proba.argmax(1).numpy(), pool.num_classes))
+            epoch_oof[va] = proba.numpy()
             if epoch >= oof_from:
                 oof_sum[va] += proba.numpy()
         dt = time.perf_counter() - t0
@@ -300,6 +304,7 @@ def fit_folds(
         result.scores.append(mean)
         if mean > result.best_score:
             result.best_score, result.best_epoch = mean, epoch
+            result.oof_best = epoch_oof.copy()
         if epoch == epochs - 1:
             result.oof = (oof_sum / (epochs - oof_from)).astype(np.float32)
         if on_epoch is not None:

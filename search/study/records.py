@@ -36,8 +36,13 @@ class TrialRecord:
         best_epoch: that epoch, 1-based (the epoch count a best-epoch retrain runs).
         cv_last: the fold-mean validation score of the last epoch it ran.
         cv_last_mean: the mean fold-mean validation score of its last five epochs (a complete trial).
-        oof: out-of-fold class probabilities of every training image, averaged over the last five
-            epochs, as base64 of uint8 (probability x 255, row-major N x K); see :meth:`oof_probs`.
+        oof: out-of-fold class probabilities of every training image, of the state the trial's value
+            describes (the mean over the last five epochs; the best epoch's for ``objective = "best_epoch"``),
+            as ``"lp16:"`` + base64 of float16 natural-log probabilities (row-major N x K; about 3
+            significant digits of every probability down to float32's smallest, so a fitted temperature
+            is exact). Studies before this format stored base64 of uint8 (probability x 255), which
+            rounds every probability below 1/510 to 0; they still load (:attr:`oof_exact` is False).
+            See :meth:`oof_probs`.
         epochs_run: epochs trained (fewer than the budget when pruned).
         epoch_seconds: wall time of each epoch (all folds).
         train_images_per_s, seconds, peak_memory_mb: throughput, total time, peak memory.
@@ -84,21 +89,41 @@ class TrialRecord:
         """The recorded fields only (for trials.csv and JSON output; the out-of-fold array is left out)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "oof"}
 
+    @property
+    def oof_exact(self) -> bool | None:
+        """Whether the out-of-fold record keeps small probabilities (None when there is none): False for the
+        uint8 records of older studies, on which a fitted temperature is only approximate."""
+        return None if not self.oof else self.oof.startswith(_LOGP16)
+
     def oof_probs(self, num_classes: int) -> np.ndarray | None:
         """The out-of-fold probabilities as a float (N, K) array, or None when not recorded."""
         if not self.oof:
             return None
-        raw = np.frombuffer(base64.b64decode(self.oof), dtype=np.uint8)
+        if self.oof.startswith(_LOGP16):
+            raw = np.frombuffer(base64.b64decode(self.oof[len(_LOGP16):]), dtype=np.float16)
+            probs = np.exp(raw.astype(np.float64))
+        else:  # the uint8 format of older studies
+            raw = np.frombuffer(base64.b64decode(self.oof), dtype=np.uint8)
+            probs = raw.astype(np.float64) / 255.0
         if raw.size % num_classes:
             raise ValueError(f"out-of-fold record of {raw.size} values is not a multiple of {num_classes} classes")
-        probs = raw.reshape(-1, num_classes).astype(np.float64) / 255.0
-        return probs / np.clip(probs.sum(1, keepdims=True), 1e-9, None)
+        probs = probs.reshape(-1, num_classes)
+        return probs / np.clip(probs.sum(1, keepdims=True), 1e-300, None)
+
+
+_LOGP16 = "lp16:"  # prefix of the exact format of TrialRecord.oof
+# log of float32's smallest normal number: a float32 softmax is exactly 0 below it, so 0 is read as "at most this"
+_LOG_FLOOR = float(np.log(np.finfo(np.float32).tiny))
 
 
 def encode_probs(probs: np.ndarray) -> str:
-    """Class probabilities (N, K) as the compact text of :attr:`TrialRecord.oof` (1/255 resolution)."""
-    q = np.clip(np.rint(np.asarray(probs, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
-    return base64.b64encode(q.tobytes()).decode("ascii")
+    """Class probabilities (N, K) as the text of :attr:`TrialRecord.oof`: float16 log-probabilities, so that a
+    probability of 1e-20 stays 1e-20 to about 0.1 % (uint8 probabilities made it 0, and a temperature fitted on
+    them ran to its bound)."""
+    p = np.asarray(probs, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        logp = np.maximum(np.log(p), _LOG_FLOOR).astype(np.float16)
+    return _LOGP16 + base64.b64encode(logp.tobytes()).decode("ascii")
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrialRecord))

@@ -161,10 +161,11 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
     cv = metrics.get("cv")
     if isinstance(cv, Mapping) and cv.get("best_epoch_value") is not None:
         chosen = {"best_epoch": "best-epoch", "last_epoch": "last-epoch"}.get(cv.get("objective"), "last-5-epochs mean")
-        bbc = cv.get("bias_corrected") or {}
-        corrected = (f" Bias-corrected estimate of the winner (BBC-CV over {bbc['configs']} trials' out-of-fold "
-                     f"predictions): {bbc['estimate']:.4f} [{bbc['ci95'][0]:.4f}, {bbc['ci95'][1]:.4f}] against the "
-                     f"raw best {bbc['raw']:.4f}." if bbc.get("estimate") is not None and bbc.get("ci95") else "")
+        bbc = (metrics.get("selection") or {}).get("choice_estimate") or cv.get("bias_corrected") or {}
+        corrected = (f" Estimated score of the search's choice (its selection procedure re-run on resamples of the "
+                     f"training images, {bbc['configs']} trials): {bbc['estimate']:.4f} [{bbc['ci95'][0]:.4f}, "
+                     f"{bbc['ci95'][1]:.4f}], against the best trial's own out-of-fold {bbc['raw']:.4f}."
+                     if bbc.get("estimate") is not None and bbc.get("ci95") else "")
         parts.append(_note(f"Cross-validated {cv.get('metric')} of the trial: {cv.get('value'):.4f}, the {chosen} "
                            f"value the study optimised (best epoch {cv.get('best_epoch')}: "
                            f"{cv['best_epoch_value']:.4f}; last epoch {cv.get('epochs_run')}: "

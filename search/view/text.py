@@ -8,7 +8,7 @@ from typing import Any
 from anklealign.report import twin_sentence
 from search.run.metrics import METRICS
 
-__all__ = ["format_table", "metric_rows", "gain_lines", "trust_lines"]
+__all__ = ["format_table", "metric_rows", "gain_lines", "trust_lines", "rank_sentence"]
 
 
 def _cell(entry: Any, *, std: bool = False) -> str:
@@ -36,12 +36,13 @@ def _cv_line(m: dict[str, Any]) -> str:
             f"study optimised (best epoch {cv.get('best_epoch')}: {_fmt(cv.get('best_epoch_value'))}; last epoch "
             f"{cv.get('epochs_run')}: {_fmt(cv.get('last_epoch_value'))}; last-5 mean "
             f"{_fmt(cv.get('last_mean_value'))})")
-    bbc = cv.get("bias_corrected") or {}
+    bbc = (m.get("selection") or {}).get("choice_estimate") or cv.get("bias_corrected") or {}
     if bbc.get("estimate") is not None:
         ci = bbc.get("ci95") or [None, None]
-        line += (f"\nbias-corrected estimate of the winner (BBC-CV over {bbc['configs']} trials' out-of-fold "
-                 f"predictions): {bbc['estimate']:.4f} [{_fmt(ci[0])}, {_fmt(ci[1])}], raw best "
-                 f"{bbc['raw']:.4f} (selection optimism {bbc['bias']:+.4f})")
+        line += (f"\nestimated score of the search's choice (its selection procedure re-run on {bbc['resamples']} "
+                 f"resamples of the training images, scored on the images each left out; {bbc['configs']} trials): "
+                 f"{bbc['estimate']:.4f} [{_fmt(ci[0])}, {_fmt(ci[1])}]; the best trial's own out-of-fold score "
+                 f"{bbc['raw']:.4f} is {bbc['bias']:+.4f} above it (selection optimism)")
     return line
 
 
@@ -68,7 +69,10 @@ def trust_lines(m: dict[str, Any]) -> list[str]:
         b, a = cal["scored"]["before"], cal["scored"]["after"]
         lines.append(f"calibration: temperature {cal['temperature']:.3f} fitted on out-of-fold predictions; on these "
                      f"images NLL {b['nll']:.3f} -> {a['nll']:.3f}, Brier {b['brier']:.3f} -> {a['brier']:.3f}, "
-                     f"ECE (equal-mass) {b['ece']:.3f} -> {a['ece']:.3f}")
+                     f"ECE (equal-mass) {b['ece']:.3f} -> {a['ece']:.3f}; calibrated to "
+                     + cal.get("calibrated_to", "the training labels"))
+    if cal and cal.get("warning"):
+        lines.append(f"WARNING: calibration: {cal['warning']}")
     shift = m.get("label_shift")
     if shift and shift.get("skipped"):
         lines.append(f"class prior: not estimated ({shift['skipped']})")
@@ -121,6 +125,29 @@ def metric_rows(m: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rank(r: dict[str, Any]) -> str:
+    ci = r.get("rank_ci95")
+    return f"{r.get('rank')}" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "") + f" of {r.get('of')}"
+
+
+def rank_sentence(humans: dict[str, Any]) -> str:
+    """The exported model's rank among the annotators, with its interval and the ranks of answers that ignore
+    the image, so that a rank a constant answer also reaches is never quoted alone."""
+    ranks = humans.get("model_rank") or {}
+    model = ranks.get("ensemble")
+    if not model:
+        return "no model ranked"
+    others = {n: r for n, r in ranks.items() if r.get("kind") in ("constant", "random")}
+    text = (f"the exported model ranks {_rank(model)} (1 = no annotator beats it; each compared on that annotator's "
+            "images and reference; 95 % interval over resampled images)")
+    if others:
+        text += "; answers that ignore the image rank " + ", ".join(f"{n} {_rank(r)}" for n, r in others.items())
+        if any(r["rank"] <= model["rank"] for r in others.values()):
+            text += (": a constant answer ranks as well as the model, so this rank says nothing about the model "
+                     "(the test set is dominated by one class)")
+    return text
+
+
 def format_table(m: dict[str, Any]) -> str:
     """The readable summary ``finalize`` prints: model vs baselines vs humans, with 95 % intervals."""
     data = m["data"]
@@ -144,12 +171,10 @@ def format_table(m: dict[str, Any]) -> str:
     lines += ["", *trust_lines(m)] if trust_lines(m) else []
     humans = m["annotators"]
     if humans.get("available"):
-        acc, ranks = humans["accuracy"], humans.get("model_rank", {})
-        rank = ranks.get("ensemble", {})
+        acc = humans["accuracy"]
         lines.append(f"\nhuman annotators (n={humans['n_annotators']}, each against the majority of the others): "
-                     f"accuracy mean {acc['mean']:.3f}, min {acc['min']:.3f}, max {acc['max']:.3f}; the exported "
-                     f"model ranks {rank.get('rank')} of {rank.get('of')} (1 = no annotator beats it; compared "
-                     "with each annotator on that annotator's images and reference)")
+                     f"accuracy mean {acc['mean']:.3f}, min {acc['min']:.3f}, max {acc['max']:.3f}; "
+                     + rank_sentence(humans))
     else:
         lines.append(f"\nhuman annotators: {humans.get('reason')}")
     onnx = m.get("onnx") or {}

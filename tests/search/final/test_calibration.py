@@ -131,3 +131,43 @@ def test_reliability_png_is_written_atomically(tmp_path) -> None:
 def test_invalid_input_raises(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_temperature_is_recovered_from_the_stored_trial_records() -> None:
+    """Over-confident logits (true T = 3) go through the trial record's encoding, as the objective stores them, and
+    back: the temperature fitted on what the final step reads is within 10 % of 3. The uint8 records of older
+    studies turned every probability below 1/510 into 0 and sent the fit to its upper bound."""
+    import base64
+
+    from search.study.records import TrialRecord, encode_probs
+
+    rng = np.random.default_rng(0)
+    n, k = 4000, 3
+    calibrated = rng.normal(size=(n, k)) * 2.5  # logits whose softmax is the true chance of each class
+    truth = np.exp(calibrated) / np.exp(calibrated).sum(1, keepdims=True)
+    labels = (rng.random((n, 1)) > truth.cumsum(1)).sum(1)  # each label drawn from it
+    logits = 3.0 * calibrated  # a model three times too confident
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    assert (probs < 1 / 510).mean() > 0.2  # many probabilities the old format rounded to 0
+    stored = TrialRecord(oof=encode_probs(probs))
+    assert stored.oof_exact
+    t = fit_temperature(stored.oof_probs(k), labels)
+    assert t == pytest.approx(3.0, rel=0.10)
+    assert t == pytest.approx(fit_temperature(logits, labels, from_probs=False), rel=0.01)  # the storage costs < 1 %
+    old = TrialRecord(oof=base64.b64encode(np.rint(probs * 255).astype(np.uint8).tobytes()).decode())
+    assert old.oof_exact is False
+    assert fit_temperature(old.oof_probs(k), labels) > 6.0  # what older studies fitted: far off
+
+
+def test_a_temperature_on_its_bound_is_flagged() -> None:
+    from search.final.trust import at_bound, fit_calibration
+
+    labels = np.zeros(10, dtype=int)
+    probs = np.tile([0.6, 0.4], (10, 1))  # always right, never confident: wants T -> 0
+    cal = fit_calibration(probs, labels, enabled=True)
+    assert at_bound(cal["temperature"]) and "bound" in cal["warning"]
+    good = fit_calibration(np.tile([[0.9, 0.1], [0.2, 0.8]], (5, 1)), np.tile([0, 1], 5) ^ (np.arange(10) == 3),
+                           enabled=True)
+    assert not at_bound(good["temperature"]) and "warning" not in good
+    assert "approximate" in fit_calibration(probs, labels, enabled=True, exact=False)["warning"]

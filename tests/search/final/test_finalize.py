@@ -319,8 +319,14 @@ def test_selection_and_bias_correction_come_from_out_of_fold_evidence(metrics: d
     scores = sel["top_k_oof_scores"]
     assert scores[sel["top_k"] - 1] == max(scores)  # the k with the best out-of-fold score, fewest on ties
     assert all(s < max(scores) for s in scores[: sel["top_k"] - 1])
-    bbc = cv["bias_corrected"]
-    assert bbc["configs"] >= 2 and bbc["resamples"] > 0 and bbc["raw"] >= bbc["estimate"] - 0.2
+    assert "bias_corrected" not in cv  # the estimate is of the search's choice, not a correction of the export
+    bbc = sel["choice_estimate"]
+    assert bbc["configs"] >= 2 and bbc["resamples"] > 0 and "search's choice" in bbc["label"]
+    assert bbc["ci95"][0] <= bbc["estimate"] <= bbc["ci95"][1] and bbc["bias"] == pytest.approx(bbc["raw"] - bbc["estimate"])
+    vs = sel["versus_default"]
+    if vs is not None:  # keep_default ran its test: the estimate is of that same procedure
+        assert "default configuration" in bbc["procedure"] and 0 <= bbc["default_share"] <= 1
+        assert vs["exported_trial"] == metrics["trial"] and vs["candidates"] == bbc["configs"] - 1
     card = json.loads((best / "model_card.json").read_text())
     assert card["selection"] == sel and "out-of-fold" in card["exported"]
     for name in metrics["baselines"]:  # every retrained preset is kept for 'search score'
@@ -342,8 +348,13 @@ def test_search_gain_is_paired_and_warns(metrics: dict[str, Any]) -> None:
 def test_trust_blocks_calibration_shift_votes_per_class(metrics: dict[str, Any], best: Path) -> None:
     from search.final.export import load_model
 
+    from search.final.trust import at_bound
+
     cal = metrics["calibration"]
-    assert cal["enabled"] and cal["temperature"] > 0 and "out-of-fold" in cal["fitted_on"]
+    assert cal["enabled"] and "out-of-fold" in cal["fitted_on"] and cal["exact_oof"] is True
+    assert "training labels" in cal["calibrated_to"]
+    # A temperature on a bound is never reported as if it were a calibration.
+    assert at_bound(cal["temperature"]) == ("bound" in cal.get("warning", ""))
     keys = {"nll", "brier", "ece"}
     assert keys <= set(cal["scored"]["before"]) and keys <= set(cal["oof"]["after"])
     assert cal["oof"]["after"]["nll"] <= cal["oof"]["before"]["nll"] + 1e-9  # fitted there: never worse there
