@@ -135,7 +135,8 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
                          classes=list(ds.classes), groups=test["groups"], n_boot=n_boot, seed=boot_seed,
                          label_shift=defn.final.label_shift, votes_eval=defn.final.votes,
                          per_class=defn.final.per_class,
-                         oof=(reference, train_labels) if reference is not None else None)
+                         oof=(reference, train_labels) if reference is not None else None,
+                         oof_groups=ds.train.groups.cpu().numpy(), class_weighting=cfg.train.class_weighting)
     base = baselines(test["labels"], test["votes"], ds.train.labels.cpu().numpy(), **common)
     preset_probs = {}
     for run in presets:

@@ -130,7 +130,9 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
         oof = (np.asarray(ref["probs"]), np.asarray(ref["labels"])) if ref else None
         out.update(trust_blocks(raw, labels, votes, calibration=calibration, train_prior=prior, classes=classes,
                                 groups=None, n_boot=n_boot, seed=seed, label_shift=True, votes_eval=False,
-                                per_class=True, oof=oof))
+                                per_class=True, oof=oof,
+                                class_weighting=((final.get("config") or {}).get("train") or {}).get(
+                                    "class_weighting", "none")))
     preset_probs = {}
     for d in sorted(p for p in (best / "baselines").glob("*") if p.is_dir()):
         pmodel, pcard = load_model(d)

@@ -37,7 +37,8 @@ from search.final.calibration import validate_labels, validate_probs
 from search.final.scoring import group_bootstrap
 from search.run.metrics import confusion
 
-__all__ = ["validate_prior", "em_prior", "bbse_prior", "prior_interval", "bbse_interval", "adjust_to_prior"]
+__all__ = ["validate_prior", "em_prior", "bbse_prior", "prior_interval", "bbse_interval", "adjust_to_prior",
+           "effective_prior"]
 
 _CHUNK = 2_000_000  # resamples x images per block of the vectorised EM (bounds its memory)
 
@@ -209,37 +210,71 @@ def prior_interval(probs: Any, train_prior: Any, *, n_boot: int, seed: int, grou
 
 
 def bbse_interval(oof_probs: Any, oof_labels: Any, test_probs: Any, *, n_boot: int, seed: int,
-                  groups: Any = None) -> dict[str, Any]:
+                  groups: Any = None, oof_groups: Any = None) -> dict[str, Any]:
     """The soft BBSE estimate of the test prior with a 95 % percentile bootstrap interval per class.
 
-    The confusion matrix comes from the out-of-fold predictions (held fixed); the resampled unit is the
-    test image or its duplicate group. BBSE needs no calibration (Lipton et al. 2018): on the twin's draw
-    with the consensus set's prior it recovered (0.13, 0.87, 0.00) for a true (0.12, 0.88, 0.00) where EM
-    on the calibrated outputs gave (0.02, 0.98, 0.00).
+    Both of its inputs are samples, so both are resampled, independently, on every bootstrap draw: the
+    out-of-fold images (with their labels; by duplicate group with ``oof_groups``), which give the confusion
+    matrix, and the test images (by ``groups``), which give the mean output. Holding the confusion fixed, as
+    earlier versions did, left its sampling error out of the interval. BBSE needs no calibration (Lipton et al.
+    2018): on the twin's draw with the consensus set's prior it recovered (0.13, 0.87, 0.00) for a true
+    (0.12, 0.88, 0.00) where EM on the calibrated outputs gave (0.02, 0.98, 0.00).
     """
     p_train = validate_probs(oof_probs, name="oof_probs")
     k = p_train.shape[1]
     y = validate_labels(oof_labels, len(p_train), k)
     p_test = validate_probs(test_probs, name="test_probs")
-    joint = _soft_joint(p_train, y, k)
-    train_prior = joint.sum(0)
-    pinv = np.linalg.pinv(joint)  # least squares for every resample at once
+    onehot = np.eye(k)[y]
 
-    def solve(mu: np.ndarray) -> np.ndarray:  # (B, K) mean test probabilities -> (B, K) priors
-        q = np.clip(mu @ pinv.T, 0.0, None) * train_prior
+    def solve(joint: np.ndarray, mu: np.ndarray) -> np.ndarray:  # (B, K, K), (B, K) -> (B, K) priors
+        prior = joint.sum(1)  # (B, K) the label frequencies of each resample of the pool
+        w = np.einsum("bij,bj->bi", np.linalg.pinv(joint), mu)  # least squares, a singular C tolerated
+        q = np.clip(w, 0.0, None) * prior
         total = q.sum(1, keepdims=True)
-        return np.where(total > 0, q / np.where(total > 0, total, 1.0), train_prior)
+        return np.where(total > 0, q / np.where(total > 0, total, 1.0), prior)
 
-    def statistic(weights: np.ndarray) -> np.ndarray:  # (B, M) -> (K, B)
-        return solve(weights @ p_test / weights.sum(1, keepdims=True)).T
+    def joints(weights: np.ndarray) -> np.ndarray:  # (B, N) -> (B, K, K) soft confusions C[i, j] = p(ŷ=i, y=j)
+        return np.einsum("bn,ni,nj->bij", weights, p_train, onehot) / weights.sum(1)[:, None, None]
 
-    estimate = solve(p_test.mean(0, keepdims=True))[0]
-    cis = group_bootstrap(statistic, groups, len(p_test), n_boot=int(n_boot), seed=seed, method="percentile")
+    estimate = solve(joints(np.ones((1, len(y)))), p_test.mean(0, keepdims=True))[0]
+    cis: list[list[float] | None] = [None] * k
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        w_oof = _group_weights(oof_groups, len(y), int(n_boot), rng)
+        w_test = _group_weights(groups, len(p_test), int(n_boot), rng)
+        draws = solve(joints(w_oof), (w_test @ p_test) / w_test.sum(1, keepdims=True))  # (B, K)
+        lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+        cis = [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
     unit = "duplicate groups of the test images" if groups is not None else "test images"
-    return {"estimate": [float(v) for v in estimate], "ci95": cis, "train_prior": [float(v) for v in train_prior],
+    return {"estimate": [float(v) for v in estimate], "ci95": cis,
+            "train_prior": [float(v) for v in onehot.mean(0)],
             "method": "soft black-box shift estimation (Lipton, Wang & Smola 2018) from the out-of-fold confusion; "
-                      f"95 % percentile bootstrap over {unit}",
+                      f"95 % percentile bootstrap over the out-of-fold images and the {unit}, resampled together",
             "n_images": len(p_test), "n_boot": int(n_boot)}
+
+
+def _group_weights(groups: Any, m: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, M) how often each of ``m`` images is drawn when their groups (None: the images) are resampled whole."""
+    index = np.arange(m) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    g = int(index.max()) + 1 if m else 0
+    return rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float64)[:, index]
+
+
+def effective_prior(oof_probs: Any, train_prior: Any, *, class_weighting: str = "none") -> tuple[np.ndarray, str]:
+    """The class prior a model's posteriors were learnt under, which a prior adjustment divides by.
+
+    A model trained with inverse class weights learns as if the classes were equally frequent: uniform. Otherwise
+    its mean out-of-fold output (what it actually predicts on images it did not train on), or the training label
+    frequencies when there are no out-of-fold predictions. Returns the prior and where it came from.
+    """
+    prior = validate_prior(train_prior, len(np.asarray(train_prior)))
+    if class_weighting == "inverse":
+        return np.full(len(prior), 1.0 / len(prior)), "uniform (the model was trained with inverse class weights)"
+    if oof_probs is not None:
+        mean = validate_probs(oof_probs, name="oof_probs").mean(0)
+        if (mean > 0).all():
+            return mean / mean.sum(), "the model's mean out-of-fold output"
+    return prior, "the training label frequencies"
 
 
 def adjust_to_prior(probs: Any, train_prior: Any, new_prior: Any) -> np.ndarray:

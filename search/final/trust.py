@@ -28,7 +28,7 @@ import numpy as np
 
 from search.final.calibration import T_BOUNDS, apply_temperature, calibration_metrics, fit_temperature
 from search.final.scoring import group_bootstrap, score_seeds
-from search.final.shift import adjust_to_prior, bbse_interval, prior_interval
+from search.final.shift import adjust_to_prior, bbse_interval, effective_prior, prior_interval
 from search.run.metrics import cell_codes
 
 __all__ = ["CALIBRATED_TO", "at_bound", "fit_calibration", "trust_blocks", "per_class_intervals", "vote_accuracy"]
@@ -136,11 +136,14 @@ def _shift_warning(estimate: Sequence[float], m: int) -> str | None:
 def trust_blocks(probs: np.ndarray, labels: np.ndarray, votes: np.ndarray, *, calibration: dict[str, Any],
                  train_prior: np.ndarray, classes: Sequence[str], groups: np.ndarray | None, n_boot: int, seed: int,
                  label_shift: bool, votes_eval: bool, per_class: bool,
-                 oof: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+                 oof: tuple[np.ndarray, np.ndarray] | None = None, oof_groups: np.ndarray | None = None,
+                 class_weighting: str = "none") -> dict[str, Any]:
     """The trust blocks for one set of scored images; ``probs`` (1, M, K) is the model's *uncalibrated* output.
 
-    ``oof``: the exported trials' mean out-of-fold probabilities and the training labels; with them the
-    prior is estimated by soft BBSE, without them by EM on the calibrated outputs.
+    ``oof``: the exported trials' mean out-of-fold probabilities (calibrated) and the training labels; with them
+    the prior is estimated by soft BBSE, without them by EM on the calibrated outputs. The prior adjustment and
+    EM start from the model's effective prior (:func:`search.final.shift.effective_prior`: uniform for
+    ``class_weighting = "inverse"``, else its mean out-of-fold output), not the label frequencies.
     """
     t = calibration.get("temperature", 1.0)
     calibrated = apply_temperature(probs[0], t)
@@ -153,12 +156,16 @@ def trust_blocks(probs: np.ndarray, labels: np.ndarray, votes: np.ndarray, *, ca
         out["label_shift"] = {"skipped": "a class has no training image, so no prior can be estimated or moved: "
                                          + ", ".join(c for c, p in zip(classes, train_prior, strict=True) if p <= 0)}
     elif label_shift:
-        est = (bbse_interval(oof[0], oof[1], calibrated, n_boot=n_boot, seed=seed, groups=groups) if oof is not None
-               else prior_interval(calibrated, train_prior, n_boot=n_boot, seed=seed, groups=groups))
+        model_prior, prior_from = effective_prior(oof[0] if oof is not None else None, train_prior,
+                                                  class_weighting=class_weighting)
+        est = (bbse_interval(oof[0], oof[1], calibrated, n_boot=n_boot, seed=seed, groups=groups,
+                             oof_groups=oof_groups) if oof is not None
+               else prior_interval(calibrated, model_prior, n_boot=n_boot, seed=seed, groups=groups))
         true = np.bincount(labels, minlength=len(classes)) / max(len(labels), 1)
-        adjusted = adjust_to_prior(calibrated, train_prior, np.asarray(est["estimate"]))
+        adjusted = adjust_to_prior(calibrated, model_prior, np.asarray(est["estimate"]))
         out["label_shift"] = {
             "train_prior": dict(zip(classes, map(float, train_prior), strict=True)),
+            "model_prior": dict(zip(classes, map(float, model_prior), strict=True)), "model_prior_from": prior_from,
             "estimated_prior": dict(zip(classes, map(float, est["estimate"]), strict=True)),
             "estimated_prior_ci95": dict(zip(classes, est["ci95"], strict=True)),
             "true_prior": dict(zip(classes, map(float, true), strict=True)),
@@ -166,7 +173,7 @@ def trust_blocks(probs: np.ndarray, labels: np.ndarray, votes: np.ndarray, *, ca
             "prior_adjusted": score_seeds(adjusted[None], labels, votes, classes=classes, groups=groups,
                                           n_boot=n_boot, seed=seed),
             "warning": _shift_warning(est["estimate"], len(labels)),
-            "note": "PRIOR-ADJUSTED: the model's probabilities moved from the training prior to the prior "
+            "note": "PRIOR-ADJUSTED: the model's probabilities moved from the prior it learnt under to the prior "
                     "estimated from the unlabelled images; the plain metrics are the ones above"}
     if votes_eval and (votes.sum(1) > 1).any():
         out["votes"] = vote_accuracy(calibrated.argmax(-1), votes)
