@@ -196,7 +196,6 @@ def test_bbse_interval_covers_the_true_prior_in_at_least_90_percent_of_draws() -
         q /= q.sum(1, keepdims=True)
         lo, hi = np.percentile(q, [2.5, 97.5], axis=0)
         fixed += (lo <= test) & (test <= hi)
-    print("coverage", covered / 200, "fixed", fixed / 200)
     assert (covered / 200 >= 0.90).all(), covered / 200
     assert (fixed / 200).min() < (covered / 200).min()
 
