@@ -28,7 +28,7 @@ from anklealign.twin.generator import GENERATOR_VERSION, synth
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Dataset", "Split", "decode_image", "inspect", "load"]
+__all__ = ["Dataset", "Split", "decode_image", "inspect", "load", "training_duplicates"]
 
 _log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Dataset:
 
 
 def load(source: str | Path | None = None, *, image_size: int = 64, color: str = "gray",
-         resize: str = "stretch", cache_dir: Path | None = None) -> Dataset:
+         resize: str = "stretch", cache_dir: Path | None = None, mirrors: bool | None = None) -> Dataset:
     """Load a data set as uint8 tensors, decoding each image once and caching the result on disk.
 
     Args:
@@ -106,6 +106,8 @@ def load(source: str | Path | None = None, *, image_size: int = 64, color: str =
             padded with the picture's mean colour).
         cache_dir: where decoded tensors and scans are kept; default ``$ANKLEALIGN_CACHE`` or
             ``~/.cache/anklealign``.
+        mirrors: whether a horizontally mirrored copy is a duplicate of its original; None = on for the
+            AnkleAlign archive (a flip keeps its classes), off for ``train/<class>`` folders (a flip may not).
 
     Raises:
         DataError: the source is missing, empty, corrupt, unsafe, of no known layout, or holds no
@@ -117,8 +119,8 @@ def load(source: str | Path | None = None, *, image_size: int = 64, color: str =
     started = time.perf_counter()
     path, label = _resolve(source, cache)
     with open_source(path) as src:
-        fingerprint = src.fingerprint(cache)
-        result, arrays = _scanned(src, fingerprint, cache, target)
+        fingerprint = _scan_key(src.fingerprint(cache), mirrors)
+        result, arrays = _scanned(src, fingerprint, cache, target, mirrors)
         if not result["train"]["ids"] and not result["test"]["ids"]:
             raise DataError(f"{label}: no usable labelled image ({result['report']['images_found']} images "
                             "found); run `python -m anklealign inspect` on it to see why")
@@ -158,7 +160,8 @@ def _target(image_size: int, color: str, resize: str) -> Target:
     return Target(image_size, color, resize)
 
 
-def inspect(source: str | Path | None = None, *, cache_dir: Path | None = None) -> QualityReport:
+def inspect(source: str | Path | None = None, *, cache_dir: Path | None = None,
+            mirrors: bool | None = None) -> QualityReport:
     """Scan a source (or reuse its cached scan) and return its quality report, decoding no tensors.
 
     Raises:
@@ -167,7 +170,7 @@ def inspect(source: str | Path | None = None, *, cache_dir: Path | None = None) 
     cache = Path(cache_dir) if cache_dir is not None else _cache.default_cache_dir()
     path, label = _resolve(source, cache)
     with open_source(path) as src:
-        result, _ = _scanned(src, src.fingerprint(cache), cache, None)
+        result, _ = _scanned(src, _scan_key(src.fingerprint(cache), mirrors), cache, None, mirrors)
     return QualityReport.from_dict(result["report"], source=label, fingerprint=result["fingerprint"])
 
 
@@ -202,13 +205,18 @@ def _resolve(source: str | Path | None, cache: Path) -> tuple[Path, str]:
     return twin, TWIN_LABEL
 
 
-def _scanned(src: Source, fingerprint: str, cache: Path,
-             target: Target | None) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+def _scan_key(fingerprint: str, mirrors: bool | None) -> str:
+    """The cache key of a scan: the source's fingerprint, and the mirror rule when it is not the layout's own."""
+    return fingerprint if mirrors is None else f"{fingerprint}-mirrors-{'on' if mirrors else 'off'}"
+
+
+def _scanned(src: Source, fingerprint: str, cache: Path, target: Target | None,
+             mirrors: bool | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     """The cached scan, or a fresh one (which also yields the arrays for ``target``)."""
     result = _cache.load_scan(cache, fingerprint)
     if result is not None:
         return result, None
-    result, arrays = scan(src, target=target)
+    result, arrays = scan(src, target=target, mirrors=mirrors)
     result["fingerprint_source"] = fingerprint
     _cache.save_scan(cache, fingerprint, result)
     return result, arrays if target is not None else None
@@ -257,3 +265,42 @@ def _dataset(result: dict[str, Any], images: torch.Tensor, *, label: str, target
         synthetic=bool(result["synthetic"]), source=label, fingerprint=result["fingerprint"],
         image_size=target.size, color=target.color, resize=target.resize,
         report=QualityReport.from_dict(result["report"], source=label, fingerprint=result["fingerprint"]))
+
+
+def training_duplicates(source: str | Path | None, files: list[Path], *, cache_dir: Path | None = None,
+                        mirrors: bool | None = None) -> dict[int, str]:
+    """Which of ``files`` duplicate a training image of ``source``, by the ingest's own rules.
+
+    Exact (same bytes or pixels), near (perceptual hash, verified) and, where the source's mirror rule is on,
+    mirrored copies count, as they do between training and test images during ingest. A model scored on a
+    copy of a picture it trained on is not scored on new data.
+
+    Returns:
+        index into ``files`` -> the id of a training image it duplicates (files that cannot be decoded are left
+        out here; the caller reports them).
+
+    Raises:
+        DataError: the source cannot be read.
+    """
+    from anklealign.ingest.dedup import find_groups
+
+    cache = Path(cache_dir) if cache_dir is not None else _cache.default_cache_dir()
+    path, _ = _resolve(None if source == TWIN_LABEL else source, cache)
+    with open_source(path) as src:
+        result, _ = _scanned(src, _scan_key(src.fingerprint(cache), mirrors), cache, None, mirrors)
+        train_ids = list(result["train"]["ids"])
+        decoded = [decode(src.read(result["members"][i]), hashes=True) for i in train_ids]
+    new = [decode(Path(f).read_bytes(), hashes=True) for f in files]
+    usable = [j for j, d in enumerate(new) if not d.reason]
+    both = [*decoded, *(new[j] for j in usable)]
+    mirrored = result["report"].get("mirror_duplicates", result["kind"] == "anklealign")
+    extra = ({"mirror_pixel_sha256": [d.mirror_pixel_sha256 for d in both],
+              "mirror_phash": [d.mirror_phash for d in both], "mirror_thumbs": [d.mirror_thumb for d in both]}
+             if mirrored else {})
+    groups = find_groups([d.sha256 for d in both], [d.pixel_sha256 for d in both], [d.phash for d in both],
+                         [d.thumb for d in both], **extra).group
+    first_train = {}
+    for i in range(len(train_ids)):
+        first_train.setdefault(groups[i], train_ids[i])
+    return {j: first_train[groups[len(train_ids) + n]] for n, j in enumerate(usable)
+            if groups[len(train_ids) + n] in first_train}

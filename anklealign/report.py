@@ -42,6 +42,7 @@ class QualityReport:
     conflicts: tuple[dict[str, str], ...] = ()
     consensus_problems: tuple[dict[str, str], ...] = ()
     twin: dict[str, Any] = field(default_factory=dict)   # a synthetic twin's priors, label noise, ceiling
+    mirror_duplicates: bool | None = None  # mirrored copies grouped as duplicates (None: a scan before the rule)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str, fingerprint: str = "") -> QualityReport:
@@ -74,8 +75,10 @@ class QualityReport:
                     f"{agreement['pairwise']:.1%} pairwise, Fleiss kappa {agreement['fleiss_kappa']:.3f}")
             row(f"  label tasks        {self.label_tasks} in participant files; "
                 f"{len(self.unmatched_tasks)} unmatched, {len(self.unknown_labels)} with unknown labels")
+        mirrored = {True: "; mirrored copies count as duplicates", False: "; mirrored copies do not count "
+                    "(a flip may change the class; study key data.mirror_duplicates)", None: ""}[self.mirror_duplicates]
         row(f"  duplicates         {self.duplicate_groups} groups; {self.leakage_removed} labelled images "
-            "kept out of training as test images or their duplicates")
+            f"kept out of training as test images or their duplicates{mirrored}")
         row(f"  unlabelled         {self.unlabelled}")
         row(f"  label conflicts    {len(self.conflicts)}")
         if self.twin:

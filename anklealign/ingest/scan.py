@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from anklealign.errors import DataError
 from anklealign.ingest.consensus import Listed, Tally, annotator_labels, parse_list, tally
 from anklealign.ingest.decode import Decoded, Target, decode
 from anklealign.ingest.dedup import find_groups
@@ -104,8 +105,16 @@ def decode_all(source: Source, paths: Sequence[str], *, target: Target | None, h
     return results
 
 
-def scan(source: Source, *, target: Target | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def scan(source: Source, *, target: Target | None,
+         mirrors: bool | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Scan a source: the JSON-able scan result and, if ``target`` is given, the used images' arrays.
+
+    ``mirrors``: whether a horizontally mirrored copy counts as a duplicate (joins its original's group). None
+    = by layout: on for the AnkleAlign archive, whose classes a flip keeps (a left foot's pronation mirrored is a
+    right foot's pronation, and students photographed both feet), off for ``train/<class>`` folders, whose classes
+    a flip may change (left/right arrows, text). In folders the class folder is the label: images of one
+    duplicate group with different folders are reported as a conflict and kept with their own labels (never
+    relabelled by majority or dropped); their shared group keeps them in one fold.
 
     Raises:
         DataError: the source has no recognisable layout.
@@ -122,35 +131,55 @@ def scan(source: Source, *, target: Target | None) -> tuple[dict[str, Any], dict
     decoded = dict(zip(order, decode_all(source, [items[i].path for i in order], target=target, hashes=True),
                        strict=True))
     ids = [i for i in order if not decoded[i].reason]
+    mirrors = layout.kind == "anklealign" if mirrors is None else bool(mirrors)
+    mirrored = ({"mirror_pixel_sha256": [decoded[i].mirror_pixel_sha256 for i in ids],
+                 "mirror_phash": [decoded[i].mirror_phash for i in ids],
+                 "mirror_thumbs": [decoded[i].mirror_thumb for i in ids]} if mirrors else {})
     groups = find_groups([decoded[i].sha256 for i in ids], [decoded[i].pixel_sha256 for i in ids],
-                         [decoded[i].phash for i in ids], [decoded[i].thumb for i in ids],
-                         mirror_pixel_sha256=[decoded[i].mirror_pixel_sha256 for i in ids],
-                         mirror_phash=[decoded[i].mirror_phash for i in ids],
-                         mirror_thumbs=[decoded[i].mirror_thumb for i in ids])
+                         [decoded[i].phash for i in ids], [decoded[i].thumb for i in ids], **mirrored)
     group_of = dict(zip(ids, groups.group, strict=True))
     if layout.kind == "anklealign":
         test = _consensus(layout, source, items, decoded, notes, group_of)
     else:
         test = _imagefolder_test(test_labels, ids, len(classes))
-    sides = build_sides(items, ids, groups, test.side, classes=classes)
+    sides = build_sides(items, ids, groups, test.side, classes=classes, relabel=layout.kind == "anklealign")
     result = _result(layout, items, decoded, test, sides, notes, classes, _twin(source, layout))
+    result["report"]["mirror_duplicates"] = mirrors
     arrays = {i: decoded[i].array for i in result["members"] if decoded[i].array is not None}
     return result, arrays
 
 
 def _imagefolder_items(layout: Layout) -> tuple[dict[str, Item], dict[str, int], tuple[str, ...]]:
-    """Train images labelled by their class folder (own labels); test images and their labels apart."""
-    classes = tuple(sorted({c for per_class in layout.splits.values() for c in per_class}))
+    """Train images labelled by their class folder (own labels); test images and their labels apart.
+
+    Class folders match case-insensitively (``train/Cat`` and ``test/cat`` are one class, named as in
+    ``train/``). Two training folders that differ only in case, or a test class with no training folder, are
+    errors: the first is ambiguous, the second a class the model can never predict.
+    """
+    train = layout.splits.get("train", {})
+    by_key: dict[str, str] = {}
+    for name in sorted(train):
+        if name.casefold() in by_key:
+            raise DataError(f"{layout.root or '.'}: train/{by_key[name.casefold()]}/ and train/{name}/ differ only in "
+                            "case: merge them into one class folder or rename one")
+        by_key[name.casefold()] = name
+    only_test = sorted({n for n in layout.splits.get("test", {}) if n.casefold() not in by_key})
+    if only_test:
+        raise DataError(f"{layout.root or '.'}: test/{only_test[0]}/ has no training folder (classes in train/: "
+                        f"{', '.join(sorted(train)) or 'none'}); a model cannot learn a class it never sees: add "
+                        f"train/{only_test[0]}/ or remove the test folder")
+    classes = tuple(sorted(by_key.values()))
     items, test_labels = {}, {}
     for split, per_class in layout.splits.items():
         for name, paths in per_class.items():
+            label = classes.index(by_key[name.casefold()])
             for path in paths:
                 rel = path[len(layout.root):]
                 items[rel] = Item(id=rel, path=path, folder=split)
                 if split == "train":
-                    items[rel].labels = [classes.index(name)]
+                    items[rel].labels = [label]
                 else:
-                    test_labels[rel] = classes.index(name)
+                    test_labels[rel] = label
     return items, test_labels, classes
 
 

@@ -42,7 +42,7 @@ def _votes_text(votes: Counter, classes: Sequence[str]) -> str:
 
 
 def build_sides(items: Mapping[str, Item], ids: Sequence[str], groups: Groups, test_side: Sequence[str], *,
-                classes: Sequence[str]) -> Sides:
+                classes: Sequence[str], relabel: bool = True) -> Sides:
     """Keep test-side groups out of training and vote the training labels.
 
     Args:
@@ -51,6 +51,9 @@ def build_sides(items: Mapping[str, Item], ids: Sequence[str], groups: Groups, t
         groups: their duplicate groups (:func:`anklealign.ingest.dedup.find_groups`).
         test_side: ids that belong to the test side (their groups never train).
         classes: class names, for messages.
+        relabel: whether a group's labels are voted (the AnkleAlign archive: several students label the same
+            picture). False (class folders): every image keeps its own label; a group with several is reported
+            as a conflict and kept whole.
     """
     sides = Sides(group=dict(zip(ids, groups.group, strict=True)),
                   duplicate_groups=groups.count_duplicate_groups())
@@ -66,17 +69,30 @@ def build_sides(items: Mapping[str, Item], ids: Sequence[str], groups: Groups, t
                 if name not in test:
                     sides.skipped.append((name, f"duplicate of test image {in_test[0]}"))
             continue
-        _vote_group(names, items, exact, classes, sides)
+        _vote_group(names, items, exact, classes, sides, relabel)
     sides.train.sort()
     return sides
 
 
 def _vote_group(names: list[str], items: Mapping[str, Item], exact: Mapping[str, int],
-                classes: Sequence[str], sides: Sides) -> None:
+                classes: Sequence[str], sides: Sides, relabel: bool) -> None:
     labelled = [n for n in names if items[n].labels]
     votes = Counter(label for n in labelled for label in items[n].labels)
     ranked = votes.most_common()
     tie = len(ranked) > 1 and ranked[0][1] == ranked[1][1]
+    if len(votes) > 1 and not relabel:
+        sides.conflicts.append({"images": ", ".join(labelled), "votes": _votes_text(votes, classes),
+                                "resolution": "kept with their own folder labels, in one duplicate group"})
+        kept_exact: dict[tuple[int, int], str] = {}
+        for name in labelled:
+            label = items[name].labels[0]
+            key = (exact[name], label)
+            if key in kept_exact:
+                sides.skipped.append((name, f"exact duplicate of {kept_exact[key]}"))
+            else:
+                kept_exact[key] = name
+                sides.train.append((name, label))
+        return
     if len(votes) > 1:
         what = "duplicate group" if len(names) > 1 else "image"
         sides.conflicts.append({

@@ -23,12 +23,13 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.final.annotators import annotator_agreement, answers_without_images
 from search.final.calibration import apply_temperature, reliability_png
 from search.final.card import card_summary, confusion_png, confusion_title
 from search.final.export import save_model
 from search.final.gain import search_gain
 from search.final.retrain import Trained, best_trial, probabilities, retrain, retrain_epochs, retrain_presets
-from search.final.scoring import annotator_agreement, answers_without_images, baselines, score_seeds
+from search.final.scoring import baselines, score_seeds
 from search.final.selection import Selection, select
 from search.final.testset import TEST_READS, read_test, reads_block
 from search.final.trust import fit_calibration, trust_blocks
@@ -89,7 +90,8 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     epochs, epochs_why = retrain_epochs(record, objective=defn.study.objective,
                                         max_epochs=cfg.train.max_epochs, number=trial.number)
     ctx = data or DataContext(source=data_source or defn.data.source or None, device=dev, folds=defn.cv.folds,
-                              seed=defn.study.seed, cache_dir=cache_dir, default_input=cfg.input)
+                              seed=defn.study.seed, cache_dir=cache_dir, default_input=cfg.input,
+                              mirrors=defn.data.mirrors)
     ds = ctx.dataset(cfg.input)
     recorded = StudyRecord.of(study).data_fingerprint
     if recorded and recorded != ds.fingerprint:
@@ -234,7 +236,8 @@ def finalize(defn: StudyDef, study: optuna.Study, *, run_dir: Path, device: str,
     dev = resolve_device(device)
     cfg = TrialCfg.from_dict(TrialRecord.of(trial).config or {})
     data = data or DataContext(source=data_source or defn.data.source or None, device=dev, folds=defn.cv.folds,
-                               seed=defn.study.seed, cache_dir=cache_dir, default_input=cfg.input)
+                               seed=defn.study.seed, cache_dir=cache_dir, default_input=cfg.input,
+                              mirrors=defn.data.mirrors)
     train = data.dataset(cfg.input).train
     selection = select(study, trial, top_k=defn.final.top_k, labels=train.labels.cpu().numpy(),
                        groups=train.groups.cpu().numpy(), metric=defn.study.metric, num_classes=data.num_classes,

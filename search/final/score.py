@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anklealign import DataError, decode_image
+from anklealign import DataError, decode_image, training_duplicates
 from search.final.calibration import apply_temperature
 from search.final.export import load_model
 from search.final.gain import search_gain
@@ -36,17 +36,22 @@ _log = logging.getLogger(__name__)
 
 
 def labelled_images(folder: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
-    """Image files under ``folder/<class>/`` and their class indices (sorted, hidden files left out)."""
+    """Image files under ``folder/<class>/`` and their class indices (sorted, hidden files left out).
+
+    Class folders match the model's classes case-insensitively (``Cat/`` is ``cat``), as in ingest.
+    """
     if not folder.is_dir():
         raise SearchError(f"no labelled folder at {folder}")
     subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    unknown = [d for d in subdirs if d not in classes]
+    known = {c.casefold(): k for k, c in enumerate(classes)}
+    unknown = [d for d in subdirs if d.casefold() not in known]
     if unknown or not subdirs:
         raise SearchError(f"{folder} must hold one subfolder per class named like the model's classes "
-                          f"({', '.join(classes)}); found {', '.join(subdirs) or 'no subfolder'}")
+                          f"({', '.join(classes)}; case does not matter); found {', '.join(subdirs) or 'no subfolder'}"
+                          + (f": {', '.join(unknown)} is not a class the model knows" if unknown else ""))
     paths, labels = [], []
-    for k, c in enumerate(classes):
-        d = folder / c
+    for d in (folder / name for name in subdirs):
+        k = known[d.name.casefold()]
         if d.is_dir():
             for f in sorted(d.rglob("*")):
                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
@@ -80,6 +85,27 @@ class _Decoder:
         return self._done[key]
 
 
+def _without_training_copies(paths: list[Path], labels: np.ndarray,
+                              data: dict[str, Any]) -> tuple[list[Path], np.ndarray, dict[str, Any]]:
+    """The folder's images less those that duplicate a training image (exact, near or mirrored, by the ingest's
+    rules), and what was found: a score on pictures the model trained on is not a score on new data."""
+    source = data.get("source")
+    try:
+        found = training_duplicates(source, paths, mirrors=data.get("mirror_duplicates"))
+    except (DataError, OSError) as exc:
+        _log.warning("score: could not compare the folder with the training images (%s): duplicates not checked", exc)
+        return paths, labels, {"duplicate_check": f"not done: the training data {source} could not be read ({exc})"}
+    if found:
+        _log.warning("score: %d image(s) duplicate training images and are left out of every score: %s", len(found),
+                     ", ".join(paths[j].name for j in sorted(found)[:5]) + (" ..." if len(found) > 5 else ""))
+    keep = [j for j in range(len(paths)) if j not in found]
+    return ([paths[j] for j in keep], labels[keep],
+            {"duplicate_check": "done: exact, near and (where the data's rule says so) mirrored copies of training "
+                                "images are left out",
+             "excluded_duplicates": [{"file": str(paths[j]), "duplicates_training_image": t}
+                                     for j, t in sorted(found.items())]})
+
+
 def _member_probs(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     """(S, M, K) probabilities of each member of an exported ensemble, as the final step computes them."""
     return np.stack([predict_proba(m, images).numpy() for m in model.members])
@@ -98,6 +124,7 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     model, card = load_model(best)
     classes = [str(c) for c in card["classes"]]
     paths, labels = labelled_images(Path(folder), classes)
+    paths, labels, duplicates = _without_training_copies(paths, labels, final.get("data") or {})
     decode = _Decoder(paths)
     skipped = decode.skipped
     x, keep = decode(card["preprocessing"])
@@ -112,7 +139,7 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     out: dict[str, Any] = {
         "data": {"folder": str(Path(folder).resolve()), "images": int(len(labels)),
                  "class_counts": {c: int((labels == k).sum()) for k, c in enumerate(classes)},
-                 "skipped": skipped, "trained_on": final.get("data"),
+                 "skipped": skipped, "trained_on": final.get("data"), **duplicates,
                  "note": "an extra labelled folder, not the study's test set (not logged as a test-set read)"},
         "study": final.get("study"), "trial": final.get("trial"), "seeds": final.get("seeds"), "classes": classes,
         "exported": final.get("exported"),

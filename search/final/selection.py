@@ -247,7 +247,8 @@ def versus_default(candidates: list[tuple[FrozenTrial, np.ndarray]], winner: Fro
     if winner.number == default.number:
         why = f"the default configuration (trial {default.number}) has the best cross-validated value"
     elif kept == "winner":
-        why = f"trial {winner.number} beats the default configuration (trial {default.number}) out of fold by {d:+.3f}, {chance}"
+        why = (f"trial {winner.number} beats the default configuration (trial {default.number}) out of fold by "
+               f"{d:+.3f}, {chance}")
     elif kept == "other":
         picked = candidates[pick][0].number
         why = (f"trial {picked} beats the default configuration (trial {default.number}) out of fold by "
@@ -257,7 +258,8 @@ def versus_default(candidates: list[tuple[FrozenTrial, np.ndarray]], winner: Fro
         why = (f"the default configuration (trial {default.number}) is exported: the best trial {winner.number} is "
                f"{d:+.3f} from it out of fold, within what the best of {others} trials of equal skill reaches by "
                f"chance (p = {p_value:.3f}; final.keep_default)")
-    return {"winner_trial": winner.number, "default_trial": default.number, "exported_trial": candidates[pick][0].number,
+    return {"winner_trial": winner.number, "default_trial": default.number,
+            "exported_trial": candidates[pick][0].number,
             "difference": d, "t": float(test["t"][wi]), "critical": test["critical"], "p_value": p_value,
             "alpha": test["alpha"], "candidates": others,
             "declared_better": [candidates[i][0].number for i in declared], "kept": kept, "why": why,

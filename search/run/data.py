@@ -34,6 +34,7 @@ def describe(ds: anklealign.Dataset) -> dict[str, Any]:
         "classes": list(ds.classes),
         "train_images": int(len(ds.train.labels)),
         "test_images": int(len(ds.test.labels)),
+        "mirror_duplicates": ds.report.mirror_duplicates,
         "note": ("SYNTHETIC TWIN of the AnkleAlign data (generated, not real photographs)"
                  if ds.synthetic else "real data"),
         **({"twin": twin_brief(ds.report.twin)} if ds.synthetic and ds.report.twin else {}),
@@ -50,6 +51,7 @@ class DataContext:
     seed: int
     cache_dir: Path | None = None
     default_input: InputCfg = field(default_factory=InputCfg)
+    mirrors: bool | None = None  # anklealign.load's mirror rule (None: the layout's own)
     _datasets: dict[tuple, anklealign.Dataset] = field(default_factory=dict)
     _pools: dict[tuple, tuple[TrainPool, list]] = field(default_factory=dict)
 
@@ -64,7 +66,7 @@ class DataContext:
         key = (inp.image_size, inp.color, inp.resize)
         if key not in self._datasets:
             self._datasets[key] = anklealign.load(self.source, image_size=inp.image_size, color=inp.color,
-                                                  resize=inp.resize, cache_dir=self.cache_dir)
+                                                  resize=inp.resize, cache_dir=self.cache_dir, mirrors=self.mirrors)
         return self._datasets[key]
 
     def pool(self, inp: InputCfg) -> tuple[TrainPool, list[tuple[np.ndarray, np.ndarray]]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["METRICS", "absent_classes", "cell_codes", "confusion", "confusions", "metrics_from_confusion",
+__all__ = ["chance_level", "METRICS", "absent_classes", "cell_codes", "confusion", "confusions", "metrics_from_confusion",
            "classification_metrics"]
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -68,3 +68,19 @@ def metrics_from_confusion(c: np.ndarray) -> dict[str, np.ndarray]:
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, *, num_classes: int) -> dict[str, float]:
     """Accuracy, balanced accuracy and macro-F1 of one prediction vector over ``num_classes`` classes."""
     return {k: float(v) for k, v in metrics_from_confusion(confusion(y_true, y_pred, num_classes)).items()}
+
+
+def chance_level(metric: str, prior: np.ndarray) -> float:
+    """What an answer that ignores the image scores in ``metric`` at best, given the class frequencies ``prior``.
+
+    Balanced accuracy: 1/K for any fixed guessing frequencies. Macro-F1: 1/K for guesses drawn with the class
+    frequencies (each class's F1 is then its frequency), more than always answering one class. Accuracy: the
+    majority class's frequency, what always answering it scores (on 80 % of one class, 0.8, not 1/K).
+    """
+    p = np.asarray(prior, dtype=np.float64)
+    p = p / p.sum()
+    if metric == "accuracy":
+        return float(p.max())
+    if metric in ("macro_f1", "balanced_accuracy"):
+        return 1.0 / len(p)
+    raise ValueError(f"unknown metric {metric!r} (valid: {', '.join(METRICS)})")

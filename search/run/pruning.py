@@ -9,8 +9,9 @@ guarded pruner decides only at a few rungs, late, and only on evidence:
 * **Smoothing**: a trial's value at a rung is the mean of its last three reported epochs.
 * **Enough peers**: at least ``min_trials`` other trials reached the rung.
 * **Chance band**: when no trial at the rung is above ``chance + band``, nothing has been learnt yet
-  that could tell trials apart: no decision. ``chance`` is 1/K, what guessing with any fixed class
-  frequencies scores in macro-F1 or balanced accuracy.
+  that could tell trials apart: no decision. ``chance`` is what an answer that ignores the image scores
+  in the study's metric (:func:`search.run.metrics.chance_level`): 1/K in macro-F1 or balanced accuracy,
+  the majority class's share in accuracy.
 * **Noise band**: a trial is pruned only if it is more than ``band`` below the score a trial needs to be
   in the top 1/``reduction_factor`` at that rung. ``band`` (default 0.05) is about one standard error of
   the difference of two fold-mean scores on ~250 images (binomial: sqrt(2 x 0.25 / 250) = 0.045).
@@ -44,15 +45,15 @@ class GuardedPruner(optuna.pruners.BasePruner):
     """Successive-halving-like pruning with a minimum share of the budget, a chance band and a noise band."""
 
     def __init__(self, *, max_epochs: int, min_share: float = 0.4, reduction_factor: int = 3, band: float = 0.05,
-                 min_trials: int = 4, num_classes: int = 3) -> None:
-        if not 0 < min_share <= 1 or reduction_factor < 2 or band < 0 or min_trials < 1 or num_classes < 2:
+                 min_trials: int = 4, chance: float = 1 / 3) -> None:
+        if not 0 < min_share <= 1 or reduction_factor < 2 or band < 0 or min_trials < 1 or not 0 <= chance < 1:
             raise ValueError("GuardedPruner needs 0 < min_share <= 1, reduction_factor >= 2, band >= 0, "
-                             "min_trials >= 1 and num_classes >= 2")
+                             "min_trials >= 1 and 0 <= chance < 1")
         self.rungs = rungs(max_epochs, min_share=min_share, reduction_factor=reduction_factor)
         self.reduction_factor = reduction_factor
         self.band = band
         self.min_trials = min_trials
-        self.chance = 1.0 / num_classes
+        self.chance = float(chance)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 
@@ -52,7 +53,8 @@ def open_data(defn: StudyDef, *, device: str, cache_dir: Path | None = None) -> 
     space = SearchSpace.from_dict(dict(defn.space))
     first = InputCfg(image_size=space.image_size[0], color=space.color[0], resize=space.resize[0])
     data = DataContext(source=defn.data.source or None, device=resolve_device(device), folds=defn.cv.folds,
-                       seed=defn.study.seed, cache_dir=cache_dir, default_input=first)
+                       seed=defn.study.seed, cache_dir=cache_dir, default_input=first,
+                       mirrors=defn.data.mirrors)
     info = describe(data.dataset(first))
     _log.info("data: %s: %s (%d training images, %d test images kept apart)", info["note"], info["source"],
               info["train_images"], info["test_images"])
@@ -76,7 +78,8 @@ def open_study(defn: StudyDef, storage: optuna.storages.BaseStorage, *, seed: in
     """
     ds = data.dataset(data.default_input) if data is not None else None
     sampler = make_sampler(defn, seed=seed)
-    pruner = make_pruner(defn, num_classes=len(ds.classes) if ds is not None else 3)
+    prior = (np.bincount(ds.train.labels.numpy(), minlength=len(ds.classes)) if ds is not None else np.ones(3))
+    pruner = make_pruner(defn, prior=prior / prior.sum())
     try:
         study = optuna.create_study(study_name=defn.name, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="maximize")

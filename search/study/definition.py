@@ -67,9 +67,24 @@ class StudySection:
             _choice("study.enqueue_presets", p, _PRESET_NAMES)
 
 
+MIRROR_RULES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class DataSection:
     source: str = ""
+    # Whether a horizontally mirrored copy of a picture is a duplicate of it (same group, never split between
+    # folds, never both in training and test): auto = on for the AnkleAlign archive (a flip keeps its classes),
+    # off for train/<class> folders (a flip may change the class: arrows, text, left/right).
+    mirror_duplicates: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("data.mirror_duplicates", self.mirror_duplicates, MIRROR_RULES)
+
+    @property
+    def mirrors(self) -> bool | None:
+        """``anklealign.load``'s ``mirrors`` argument (None = the layout's own rule)."""
+        return {"auto": None, "on": True, "off": False}[self.mirror_duplicates]
 
 
 @dataclass(frozen=True)
@@ -112,7 +127,7 @@ class PrunerSection:
     n_warmup_steps: int = 2
     min_share: float = 0.4  # guarded: no decision before this share of the epoch budget
     band: float = 0.05  # guarded: prune only this far below the keep threshold, and above chance + band
-    reduction_factor: int = 3  # guarded: keep the top 1/reduction_factor (minus the band) at each rung
+    reduction_factor: int = 3  # guarded, successive_halving, hyperband: keep the top 1/reduction_factor per rung
 
     def __post_init__(self) -> None:
         _choice("pruner.name", self.name, PRUNERS)

@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from search.final.scoring import annotator_agreement, baselines, score_seeds
+from search.final.annotators import annotator_agreement
+from search.final.scoring import baselines, score_seeds
 from search.run.metrics import absent_classes, classification_metrics, confusion
 
 CLASSES = ("pronation", "neutral", "supination")

@@ -257,3 +257,23 @@ def test_a_cuda_error_ends_the_worker_and_requeues_its_trial() -> None:
     assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
     assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
     assert finished_count(study) == 0
+
+
+@pytest.mark.parametrize(("objective", "which"), [("best_epoch", "oof_best"), ("last_mean", "oof")])
+def test_the_stored_out_of_fold_predictions_are_of_the_state_the_value_describes(objective: str, which: str) -> None:
+    """A best-epoch study exports the best epoch's state, so its calibration and selection must read the best
+    epoch's out-of-fold predictions, not the last epochs' mean."""
+    import types
+
+    import torch
+
+    from search.run.objective import _record
+    from search.run.train import FitResult
+
+    result = FitResult(best_score=0.6, best_epoch=2, scores=[0.4, 0.5, 0.6, 0.55])
+    result.oof = np.tile([0.2, 0.3, 0.5], (4, 1))
+    result.oof_best = np.tile([0.7, 0.2, 0.1], (4, 1))
+    trial = optuna.create_study().ask()
+    _record(trial, types.SimpleNamespace(device=torch.device("cpu")), result, time.perf_counter(), objective)
+    stored = TrialRecord.of(trial).oof_probs(3)
+    np.testing.assert_allclose(stored, getattr(result, which), atol=1e-3)

@@ -28,3 +28,20 @@ def test_every_pruner_builds(name: str) -> None:
 def test_every_sampler_builds_seeded(name: str) -> None:
     defn = load_study_def("anklealign", [f"sampler.name=\"{name}\""])
     assert isinstance(strategies.make_sampler(defn, seed=3), optuna.samplers.BaseSampler)
+
+
+@pytest.mark.parametrize("name", ["successive_halving", "hyperband"])
+def test_halving_pruners_receive_the_studys_reduction_factor(name: str) -> None:
+    """Optuna's default is 3 for hyperband and 4 for successive halving; the study's key must reach both."""
+    pruner = strategies.make_pruner(load_study_def("anklealign", [f'pruner.name="{name}"', "pruner.reduction_factor=2"]))
+    assert pruner._reduction_factor == 2
+
+
+@pytest.mark.parametrize(("metric", "prior", "chance"), [
+    ("macro_f1", [0.8, 0.1, 0.1], 1 / 3), ("balanced_accuracy", [0.8, 0.1, 0.1], 1 / 3),
+    ("accuracy", [0.8, 0.1, 0.1], 0.8), ("accuracy", [0.5, 0.5], 0.5)])
+def test_the_guarded_pruners_chance_follows_the_metric_and_the_prior(metric: str, prior: list[float],
+                                                                    chance: float) -> None:
+    """On 80 % of one class an accuracy of 0.8 is what always answering it scores: not learning, whatever 1/K is."""
+    defn = load_study_def("anklealign", [f'study.metric="{metric}"'])
+    assert strategies.make_pruner(defn, prior=prior).chance == pytest.approx(chance)
