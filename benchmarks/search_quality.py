@@ -123,17 +123,45 @@ def run_config(name: str, overrides: list[str], *, twin: Path, eval_dir: Path, o
     row = {"config": name, "seed": seed, "overrides": overrides, "cpu_minutes": round(cpu / 60, 2),
            "wall_minutes": round(wall / 60, 2), "search_minutes": round(search_seconds / 60, 2), "trials": counts,
            "winner": {"trial": final["trial"], "cv_value": final["cv"]["value"], "objective": final["cv"]["objective"],
-                      "cv_bias_corrected": (final["cv"].get("bias_corrected") or {}).get("estimate"),
-                      "exported": final.get("exported")},
+                      "cv_bias_corrected": ((final.get("selection") or {}).get("choice_estimate")
+                                            or final["cv"].get("bias_corrected") or {}).get("estimate"),
+                      "exported": final.get("exported"),
+                      "versus_default": {k: v for k, v in ((final.get("selection") or {}).get("versus_default")
+                                                           or {}).items() if k != "why"}},
            "eval": {"model": {k: pick(m["test"][k]) for k in ("macro_f1", "balanced_accuracy")},
                     "ensemble": {k: pick(m["ensemble"][k]) for k in ("macro_f1", "balanced_accuracy")},
                     "baselines": {b: {k: pick(v[k]) for k in ("macro_f1", "balanced_accuracy")}
                                   for b, v in m["baselines"].items() if "macro_f1" in v}},
-           "search_gain": m["search_gain"], "eval_images": m["data"]["images"]}
+           "search_gain": m["search_gain"], "eval_images": m["data"]["images"],
+           # The eval draw is labelled with the true class: calibration against clean labels.
+           "calibration_vs_true": _calibration(m.get("calibration")),
+           "test_set": {"images": final["test_set"]["images"],
+                        "ensemble": {k: pick(final["ensemble"][k]) for k in ("macro_f1", "accuracy")},
+                        "ranks": {n: {k: r.get(k) for k in ("rank", "rank_ci95", "of", "kind")}
+                                  for n, r in ((final.get("annotators") or {}).get("model_rank") or {}).items()}}}
     row["winner"]["optimism"] = (row["winner"]["cv_value"] - row["eval"]["ensemble"]["macro_f1"]["mean"]
                                  if row["winner"]["cv_value"] is not None else None)
     row["winner"].update(oof_scores(out / study, study, final["trial"], twin, truth))
     return row
+
+
+def _calibration(cal: dict | None) -> dict | None:
+    if not cal or not cal.get("scored"):
+        return None
+    before, after = cal["scored"]["before"], cal["scored"]["after"]
+    return {"temperature": cal["temperature"], "nll": [before["nll"], after["nll"]],
+            "ece": [before["ece"], after["ece"]], "brier": [before["brier"], after["brier"]]}
+
+
+def _provenance() -> dict:
+    """Which code, when and where: every result row carries it."""
+    import datetime as dt
+    import platform
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {"commit": commit.stdout.strip() or None, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+            "command": " ".join(sys.argv)}
 
 
 def _trial_counts(path: Path) -> tuple[dict[str, int], float]:
@@ -203,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
     def record(row: dict, ceiling: float | dict) -> None:
         row["ceiling"] = ceiling["value"] if isinstance(ceiling, dict) else ceiling
+        row["provenance"] = _provenance()
         results.append(row)
         with rows_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")

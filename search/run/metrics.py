@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["chance_level", "METRICS", "absent_classes", "cell_codes", "confusion", "confusions", "metrics_from_confusion",
-           "classification_metrics"]
+__all__ = ["chance_level", "METRICS", "absent_classes", "cell_codes", "confusion", "confusions",
+           "metrics_from_confusion", "classification_metrics"]
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 

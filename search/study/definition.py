@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import tomllib
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,19 +66,15 @@ class StudySection:
             _choice("study.enqueue_presets", p, _PRESET_NAMES)
 
 
-MIRROR_RULES = ("auto", "on", "off")
-
-
 @dataclass(frozen=True)
 class DataSection:
     source: str = ""
-    # Whether a horizontally mirrored copy of a picture is a duplicate of it (same group, never split between
-    # folds, never both in training and test): auto = on for the AnkleAlign archive (a flip keeps its classes),
-    # off for train/<class> folders (a flip may change the class: arrows, text, left/right).
+    # Mirrored copies as duplicates: auto = on for the AnkleAlign archive (a flip keeps its classes), off for
+    # train/<class> folders (a flip may change the class); on | off (docs/SELECTION.md).
     mirror_duplicates: str = "auto"
 
     def __post_init__(self) -> None:
-        _choice("data.mirror_duplicates", self.mirror_duplicates, MIRROR_RULES)
+        _choice("data.mirror_duplicates", self.mirror_duplicates, ("auto", "on", "off"))
 
     @property
     def mirrors(self) -> bool | None:
@@ -274,8 +269,6 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise StudyDefError(f"{key} must be a string, got {type(value).__name__} {value!r}")
-        return value
-    if isinstance(tp, types.UnionType):  # pragma: no cover - no such fields yet
         return value
     raise AssertionError(f"unsupported field type {tp} for {key}")
 

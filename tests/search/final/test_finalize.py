@@ -66,7 +66,7 @@ def _fake_loader(log: list, armed: dict[str, bool]) -> Any:
     """anklealign.load stand-in: learnable images (top half brightness = class), a guarded test split."""
 
     def load(source: Any = None, *, image_size: int = 64, color: str = "gray", resize: str = "stretch",
-             cache_dir: Any = None) -> Any:
+             cache_dir: Any = None, mirrors: Any = None) -> Any:
         g = torch.Generator().manual_seed(0)
         n, m, a = 96, 24, 5
         labels = torch.randint(0, 2, (n + m,), generator=g)  # two classes: the third is absent, as on AnkleAlign
@@ -88,7 +88,7 @@ def _fake_loader(log: list, armed: dict[str, bool]) -> Any:
             test_annotator_labels=_Tripwire(annot, "annotator_labels", log, armed),
             annotators=tuple(f"A{i}" for i in range(a)), classes=CLASSES, kind="anklealign", synthetic=True,
             source="fake dataset", fingerprint="fake" * 16, image_size=image_size, color=color, resize=resize,
-            report=types.SimpleNamespace(twin={}))
+            report=types.SimpleNamespace(twin={}, mirror_duplicates=True))
 
     return load
 

@@ -37,3 +37,18 @@ def test_warnings_and_notes() -> None:
     gain = search_gain(model, {}, labels, random=random, metric="accuracy", groups=None, n_boot=0, seed=0,
                        model_score=score, seed_nets=("net6",))
     assert any("random guessing" in w for w in gain["warnings"]) and gain["notes"] == []
+
+
+def test_the_interval_is_paired() -> None:
+    """Two models that agree on all but 12 of 300 images, where A is right and B wrong: +0.04. Resampling the
+    images once for both (paired) excludes 0; resampling each model's images separately would not (an unpaired
+    interval of two accuracies of 300 images is about +-0.08 wide)."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 300)
+    b = np.where(rng.random(300) < 0.6, labels, (labels + 1) % 3)
+    a = b.copy()
+    wrong = np.flatnonzero(b != labels)[:12]
+    a[wrong] = labels[wrong]
+    d = paired_difference(_probs(a), _probs(b), labels, metric="accuracy", groups=None, n_boot=500, seed=0)
+    assert d["difference"] == pytest.approx(12 / 300)
+    assert d["ci95"][0] > 0 and d["ci95"][1] - d["ci95"][0] < 0.06

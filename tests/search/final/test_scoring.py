@@ -238,3 +238,29 @@ def test_model_rank_is_like_for_like(pred: list[list[int]], vs: list[float], ran
 def test_no_annotators_is_stated_not_faked() -> None:
     out = annotator_agreement(np.zeros((0, 5), int), annotators=(), num_classes=3)
     assert out["available"] is False and "no human baseline" in out["reason"]
+
+
+def test_constant_answers_are_ranked_with_the_model_and_every_rank_has_an_interval() -> None:
+    """A test set where most references are 'neutral' (class 1): always answering neutral ranks first among the
+    annotators, so the model's rank 1 says nothing, and the text says so."""
+    from search.final.annotators import answers_without_images
+    from search.view.text import rank_sentence
+
+    rng = np.random.default_rng(0)
+    truth = np.where(rng.random(60) < 0.9, 1, 0)
+    labels = np.where(rng.random((6, 60)) < 0.8, truth, (truth + 1) % 3)  # 6 annotators, each right 80 %
+    model = np.where(rng.random(60) < 0.85, truth, 2)[None]
+    out = annotator_agreement(labels, annotators=tuple(f"A{i}" for i in range(6)), num_classes=3,
+                              model_predictions={"ensemble": model},
+                              constants=answers_without_images(np.array([0.2, 0.7, 0.1]), ["pro", "neutral", "sup"]),
+                              n_boot=300, seed=0)
+    ranks = out["model_rank"]
+    assert set(ranks) == {"ensemble", "always neutral", "random, training frequencies"}
+    assert ranks["always neutral"]["kind"] == "constant" and ranks["always neutral"]["rank"] == 1
+    assert ranks["random, training frequencies"]["rank"] == 7  # every annotator beats guessing
+    for r in ranks.values():
+        lo, hi = r["rank_ci95"]
+        assert 1 <= lo <= hi <= 7
+    assert ranks["ensemble"]["rank_ci95"][1] > ranks["ensemble"]["rank_ci95"][0]  # not a point: it is uncertain
+    sentence = rank_sentence(out)
+    assert "always neutral 1" in sentence and "says nothing about the model" in sentence

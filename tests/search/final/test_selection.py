@@ -8,6 +8,7 @@ import pytest
 
 from search.final.gain import paired_difference
 from search.final.selection import bbc_estimate, choose_top_k, oof_score, select, superiority
+from search.final.simulation import simulated_trials
 from search.study import records
 
 
@@ -42,11 +43,22 @@ def test_bbc_keeps_a_real_winner() -> None:
 
 
 def test_bbc_resamples_duplicate_groups_whole() -> None:
+    """Pairs of copies: a resample that splits a pair would score a copy of an in-bag image as out-of-bag, and
+    a configuration that memorised one copy would look good on "new" images. With groups, the trial that is right
+    exactly on the images it saw (one per pair, via a copy) is estimated at chance; ignoring groups would not."""
+    from search.final.selection import _weights
+
     rng = np.random.default_rng(3)
-    labels = rng.integers(0, 3, 40)
     groups = np.repeat(np.arange(20), 2)
-    out = bbc_estimate(_noise(rng, 5, 40, 3), labels, metric="macro_f1", groups=groups, n_boot=50)
-    assert out["resamples"] == 50 and out["configs"] == 5
+    w = _weights(groups, 40, 200, seed=0)
+    assert (w[:, 0::2] == w[:, 1::2]).all()  # both copies drawn together, every time
+    n, k = 200, 3
+    labels = np.repeat(rng.integers(0, k, n // 2), 2)
+    groups = np.repeat(np.arange(n // 2), 2)
+    oof = _noise(rng, 5, n, k)
+    out = bbc_estimate(oof, labels, metric="accuracy", groups=groups, n_boot=300)
+    assert out["resamples"] == 300 and out["configs"] == 5
+    assert out["ci95"][0] < 1 / 3 + 0.05
     with pytest.raises(ValueError, match="labels must have shape"):
         bbc_estimate(_noise(rng, 2, 40, 3), labels[:10], metric="accuracy")
 
@@ -81,31 +93,9 @@ def _right_on(labels: np.ndarray, share_right: np.ndarray) -> np.ndarray:
     return np.where(share_right[:, None], right, wrong)
 
 
-def _simulated_trials(rng: np.random.Generator, *, n: int = 250, trials: int = 21, gain: float = 0.0,
-                      spread: float = 0.3, accuracy: float = 0.62) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold predictions of ``trials`` configurations on ``n`` images of 3 classes: trial 0 is the default,
-    trial 1 is ``gain`` more accurate, the others are as good as the default.
-
-    Each image has a difficulty shared by every trial (a hard picture is hard for all) and each trial its own
-    noise of scale ``spread``: at 0.3 two trials of equal skill disagree on about 12 % of the images. An error
-    goes to the image's one confusable class.
-    """
-    from scipy.stats import norm
-
-    labels = rng.integers(0, 3, n)
-    difficulty = rng.normal(size=n)
-    confused_with = (labels + rng.integers(1, 3, n)) % 3
-    scale = np.sqrt(1 + spread**2)
-    threshold = np.full(trials, norm.ppf(accuracy) * scale)
-    threshold[1] = norm.ppf(accuracy + gain) * scale
-    right = difficulty + rng.normal(scale=spread, size=(trials, n)) < threshold[:, None]
-    pred = np.where(right, labels, confused_with)
-    return np.eye(3)[pred] * 0.6 + 0.4 / 3, labels
-
-
 def test_the_simulated_gain_is_what_the_power_test_claims() -> None:
     """The design of the power test: trial 1's true macro-F1 advantage, on a draw of 200,000 images, is +0.08."""
-    oof, labels = _simulated_trials(np.random.default_rng(0), n=200_000, trials=2, gain=0.08)
+    oof, labels = simulated_trials(np.random.default_rng(0), n=200_000, trials=2, gain=0.08)
     gain = oof_score(oof[1], labels, metric="macro_f1", num_classes=3) - oof_score(oof[0], labels, metric="macro_f1",
                                                                                  num_classes=3)
     assert gain == pytest.approx(0.08, abs=0.005)
@@ -118,7 +108,7 @@ def test_trials_of_equal_skill_beat_the_default_in_at_most_5_percent_of_studies(
     rng = np.random.default_rng(1)
     declared, naive = 0, 0
     for i in range(1000):
-        oof, labels = _simulated_trials(rng)
+        oof, labels = simulated_trials(rng)
         test = superiority(oof, labels, default=0, metric="macro_f1", n_boot=500, seed=i)
         declared += bool(test["better"].any())
         if i < 200:  # the rule this replaces: the best trial's paired 95 % interval against the default above 0
@@ -138,7 +128,7 @@ def test_a_trial_truly_8_points_better_is_chosen_in_at_least_80_percent_of_studi
     rng = np.random.default_rng(2)
     chosen = 0
     for i in range(1000):
-        oof, labels = _simulated_trials(rng, gain=0.08, spread=0.25)
+        oof, labels = simulated_trials(rng, gain=0.08, spread=0.25)
         test = superiority(oof, labels, default=0, metric="macro_f1", n_boot=500, seed=i)
         chosen += bool(test["better"][1])
         assert not test["better"][0]  # the default is never "better than itself"
@@ -149,8 +139,8 @@ def test_clearly_worse_trials_do_not_cost_power() -> None:
     """Hansen's recentring: adding 20 trials far worse than the default leaves the critical value as it was
     without them (White's Reality Check, which recentres everything, would raise it)."""
     rng = np.random.default_rng(3)
-    oof, labels = _simulated_trials(rng, trials=3, gain=0.08)
-    bad, _ = _simulated_trials(np.random.default_rng(4), trials=20, accuracy=0.35)
+    oof, labels = simulated_trials(rng, trials=3, gain=0.08)
+    bad, _ = simulated_trials(np.random.default_rng(4), trials=20, accuracy=0.35)
     bad_preds = np.eye(3)[(labels + 1) % 3] * 0.6 + 0.4 / 3  # always wrong
     with_bad = np.concatenate([oof, np.repeat(bad_preds[None], 20, 0)])
     a = superiority(oof, labels, default=0, metric="macro_f1", n_boot=500, seed=0)

@@ -33,7 +33,8 @@ def test_every_sampler_builds_seeded(name: str) -> None:
 @pytest.mark.parametrize("name", ["successive_halving", "hyperband"])
 def test_halving_pruners_receive_the_studys_reduction_factor(name: str) -> None:
     """Optuna's default is 3 for hyperband and 4 for successive halving; the study's key must reach both."""
-    pruner = strategies.make_pruner(load_study_def("anklealign", [f'pruner.name="{name}"', "pruner.reduction_factor=2"]))
+    defn = load_study_def("anklealign", [f'pruner.name="{name}"', "pruner.reduction_factor=2"])
+    pruner = strategies.make_pruner(defn)
     assert pruner._reduction_factor == 2
 
 
