@@ -38,7 +38,7 @@ from search.view.figures import (
     parallel_figure,
     presets_figure,
 )
-from search.view.text import trust_lines
+from search.view.text import rank_sentence, trust_lines
 
 if TYPE_CHECKING:
     from search.study.definition import StudyDef
@@ -172,6 +172,11 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
                            f"{cv.get('last_epoch_value') or float('nan'):.4f}).{corrected} "
                            f"Retrained for {metrics.get('epochs_reason', '?')}. Exported: "
                            f"{metrics.get('exported', 'the ensemble of its seeds')}."))
+    vs = (metrics.get("selection") or {}).get("versus_default")
+    if isinstance(vs, Mapping) and vs.get("rule"):
+        parts.append(_note(f"How the export was chosen: {vs['rule']}. Here: {vs.get('why', '')} "
+                           f"({vs.get('candidates')} trials compared; the error rate and power of this rule, measured "
+                           "by simulation, are in docs/SELECTION.md)."))
     if metrics.get("classes_absent"):
         parts.append(_note(f"Absent from the test set: {', '.join(metrics['classes_absent'])} (F1 0 in macro-F1, no "
                            "recall; balanced accuracy averages the classes present)."))
@@ -233,7 +238,7 @@ def _trust_section(metrics: Mapping[str, Any], run_dir: Path | None) -> str:
         parts.append(_fig_html(fig))
         parts.append(_note("Each dot is one annotator: their accuracy against the majority of the other annotators "
                            "(x) and the exported model's on exactly their images and reference (y). Red: the "
-                           "annotator beats the model."))
+                           "annotator beats the model. Ranks: " + rank_sentence(dict(humans)) + "."))
     return "".join(parts)
 
 
