@@ -53,3 +53,26 @@ def test_score_prints_a_table_and_refuses_bad_folders(finished_run: Path, eval_f
     assert "one subfolder per class" in capsys.readouterr().err
     assert main(["score", str(tmp_path), str(eval_folder)]) == 2
     assert "no final model" in capsys.readouterr().err
+
+
+def test_score_leaves_out_copies_of_training_images(finished_run: Path, eval_folder: Path, small_twin: Path,
+                                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two training pictures copied into the scored folder (one under another class-folder case) are left out of
+    every score and named; the rest are scored."""
+    import shutil
+
+    run_dir = finished_run / "anklealign"
+    folder = tmp_path / "eval"
+    shutil.copytree(eval_folder, folder)
+    ds = anklealign.load(small_twin, image_size=32)
+    copied = []
+    for k, ident in enumerate(ds.train.ids[:2]):
+        src = next(p for p in small_twin.rglob(Path(ident).name) if p.as_posix().endswith(ident))
+        dest = folder / ds.classes[k].upper() / f"copy{k}{src.suffix}"
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copyfile(src, dest)
+        copied.append(str(dest))
+    assert main(["score", str(run_dir), str(folder), "--json", "--bootstrap", "20"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert sorted(e["file"] for e in m["data"]["excluded_duplicates"]) == sorted(copied)
+    assert m["data"]["images"] == 40  # the 40 fresh pictures, not the 2 copies
