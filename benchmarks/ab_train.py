@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from search.run import train as current  # noqa: E402
+from search.study.provenance import provenance  # noqa: E402
 from space import PRESET_TRIALS, BlockCfg, InputCfg, ModelCfg  # noqa: E402
 
 POOL = 252  # training images of the twin (scale 1.0); a fold trains on two thirds of them
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}@{size}: before {before:.0f} img/s, after {after:.0f} img/s, x{after / before:.2f}",
               file=sys.stderr)
     if args.json:
-        print(json.dumps({"benchmark": "ab_train", "rounds": args.rounds, "threads": torch.get_num_threads(),
+        print(json.dumps({"benchmark": "ab_train", "provenance": provenance(),
+                          "rounds": args.rounds, "threads": torch.get_num_threads(),
                           "cases": rows}, indent=2))
     else:
         for r in rows:

@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from search.run.train import FitResult, TrainPool, fit_folds, make_folds  # noqa: E402
+from search.study.provenance import provenance  # noqa: E402
 from space import PRESET_TRIALS, InputCfg  # noqa: E402
 
 POOL = 252  # training images of the twin (scale 1.0)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["speedup_vs_first"] = round(r["trials_per_hour"] / base, 2)
     gpu = "cpu (dry run)" if args.cpu_dry_run else torch.cuda.get_device_name(0)
-    out = {"benchmark": "gpu_jobs", "gpu": gpu, "torch": torch.__version__,
+    out = {"benchmark": "gpu_jobs", "provenance": provenance(), "gpu": gpu, "torch": torch.__version__,
            "model": args.model, "image_size": args.size, "epochs": args.epochs, "folds": args.folds,
            "pool_images": POOL, "trials_per_job": args.trials_per_job, "rows": rows}
     if args.json:

@@ -52,6 +52,7 @@ from torchvision import transforms as T  # noqa: E402
 
 import anklealign  # noqa: E402
 from search.run import train as tr  # noqa: E402
+from search.study.provenance import provenance  # noqa: E402
 from space import (  # noqa: E402
     PRESET_TRIALS,
     BlockCfg,
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_case(case, rounds))
         file_size = _median_size(files)
     out = {
-        "benchmark": "pipeline", "device": str(device), "torch": torch.__version__,
+        "benchmark": "pipeline", "provenance": provenance(), "device": str(device), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "rounds": rounds,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "loadavg_start": load_start, "loadavg_end": os.getloadavg()[0],

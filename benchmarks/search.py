@@ -44,6 +44,7 @@ from optuna.trial import TrialState  # noqa: E402
 import anklealign  # noqa: E402
 from search.run.runner import RunOptions, run_study  # noqa: E402
 from search.study.definition import StudyDef, load_study_def  # noqa: E402
+from search.study.provenance import provenance  # noqa: E402
 from search.study.storage import default_url  # noqa: E402
 from space.search_space import SearchSpace  # noqa: E402
 
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                args.pruners.split(",") if args.pruners else [base.pruner.name, "none"])
     space = SearchSpace.from_dict(dict(base.space))
 
-    out: dict[str, Any] = {"benchmark": "search", "torch": torch.__version__, "optuna": optuna.__version__,
+    out: dict[str, Any] = {"benchmark": "search", "provenance": provenance(),
+                           "torch": torch.__version__, "optuna": optuna.__version__,
                            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "study": base.name,
                            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                            "overrides": overrides, "trials": trials, "goals": GOALS,

@@ -3,7 +3,7 @@
 
 For each generator seed it writes a realistic twin (scale 1.0) with an evaluation draw of ``--eval-n``
 fresh images labelled with their true class, then runs ``python -m search run`` with each
-configuration (``new``: today's defaults; ``old``: the defaults before issue 15) at that
+configuration (``new``: today's defaults; ``old``: the defaults before 2026-12-03) at that
 configuration's default trial count, and scores the run with ``python -m search score`` on the draw.
 Per seed and configuration it reports, with 95 % intervals: the final model (mean of its seeds), the
 exported ensemble, each seed net and the default configuration retrained with the same final protocol,
@@ -39,10 +39,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np  # noqa: E402
 
 import anklealign  # noqa: E402
+from search.study.provenance import provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_PRESETS = '["default", "baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6"]'
-# The defaults before issue 15 (studies/anklealign.toml at 079b78b..fcc3f16), with every seed net and the
+# The defaults before 2026-12-03 (studies/anklealign.toml at 079b78b..fcc3f16), with every seed net and the
 # default configuration retrained as baselines so that both rows of the table have the same comparisons.
 OLD = ["study.trials=100", 'study.objective="best_epoch"', "training.max_epochs=12",
        'pruner.name="successive_halving"', "pruner.n_warmup_steps=2", "space.image_size=[64, 96]",
@@ -153,17 +154,6 @@ def _calibration(cal: dict | None) -> dict | None:
             "ece": [before["ece"], after["ece"]], "brier": [before["brier"], after["brier"]]}
 
 
-def _provenance() -> dict:
-    """Which code, when and where: every result row carries it."""
-    import datetime as dt
-    import platform
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return {"commit": commit.stdout.strip() or None, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-            "command": " ".join(sys.argv)}
-
-
 def _trial_counts(path: Path) -> tuple[dict[str, int], float]:
     """Trials per state, and the wall time of the trial phase (first start to last end)."""
     import csv
@@ -231,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr, flush=True)
     def record(row: dict, ceiling: float | dict) -> None:
         row["ceiling"] = ceiling["value"] if isinstance(ceiling, dict) else ceiling
-        row["provenance"] = _provenance()
+        row["provenance"] = provenance()
         results.append(row)
         with rows_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")

@@ -15,11 +15,7 @@ Each spread's row is appended to ``--out`` (JSON lines) as it ends.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,13 +25,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np  # noqa: E402
 
 from search.final.gain import paired_difference  # noqa: E402
-from search.final.selection import oof_score, superiority  # noqa: E402
+from search.final.selection import ALPHA, oof_score, superiority  # noqa: E402
 from search.final.simulation import disagreement, simulated_trials  # noqa: E402
+from search.study.provenance import provenance  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def row(spread: float, *, studies: int, gain: float, n: int, trials: int, n_boot: int) -> dict:
+def row(spread: float, *, studies: int, gain: float, n: int, trials: int, n_boot: int, alpha: float) -> dict:
     rng = np.random.default_rng(int(spread * 1000))
     declared = naive = found = 0
     dis = []
@@ -43,17 +38,19 @@ def row(spread: float, *, studies: int, gain: float, n: int, trials: int, n_boot
     for i in range(studies):
         oof, labels = simulated_trials(rng, n=n, trials=trials, spread=spread)
         dis.append(disagreement(oof))
-        declared += bool(superiority(oof, labels, default=0, metric="macro_f1", n_boot=n_boot, seed=i)["better"].any())
+        declared += bool(superiority(oof, labels, default=0, metric="macro_f1", n_boot=n_boot, seed=i,
+                                     alpha=alpha)["better"].any())
         best = int(np.argmax([oof_score(p, labels, metric="macro_f1", num_classes=3) for p in oof]))
         if best:
             ci = paired_difference(oof[best][None], oof[0][None], labels, metric="macro_f1", groups=None,
                                    n_boot=n_boot, seed=i)["ci95"]
             naive += bool(ci and ci[0] > 0)
         oof, labels = simulated_trials(rng, n=n, trials=trials, spread=spread, gain=gain)
-        found += bool(superiority(oof, labels, default=0, metric="macro_f1", n_boot=n_boot, seed=i)["better"][1])
+        found += bool(superiority(oof, labels, default=0, metric="macro_f1", n_boot=n_boot, seed=i,
+                                  alpha=alpha)["better"][1])
     return {"spread": spread, "disagreement": round(float(np.mean(dis)), 3), "studies": studies,
             "error_rate": declared / studies, "error_rate_best_vs_default": naive / studies,
-            "power": found / studies, "gain": gain, "images": n, "trials": trials, "resamples": n_boot,
+            "power": found / studies, "gain": gain, "alpha": alpha, "images": n, "trials": trials, "resamples": n_boot,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -63,17 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spreads", default="0.2,0.25,0.3,0.4")
     parser.add_argument("--gain", type=float, default=0.08)
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--alpha", type=float, default=ALPHA, help="the test's level (default: the final step's)")
     parser.add_argument("--out", default="", help="append each row here (JSON lines)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    provenance = {"commit": commit.stdout.strip() or None,
-                  "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "command": " ".join(sys.argv)}
+    made = provenance()
     rows = []
     for spread in (float(s) for s in args.spreads.split(",") if s):
-        r = {**row(spread, studies=args.studies, gain=args.gain, n=250, trials=21, n_boot=args.resamples),
-             "provenance": provenance}
+        r = {**row(spread, studies=args.studies, gain=args.gain, n=250, trials=21, n_boot=args.resamples,
+                   alpha=args.alpha),
+             "provenance": made}
         rows.append(r)
         if args.out:
             with open(args.out, "a", encoding="utf-8") as f:

@@ -37,6 +37,7 @@ import anklealign  # noqa: E402
 from anklealign.twin.ceiling import chance_macro_f1  # noqa: E402
 from search.run.metrics import confusion, metrics_from_confusion  # noqa: E402
 from search.run.train import TrainPool, fit_folds, make_folds, predict_proba, train_model  # noqa: E402
+from search.study.provenance import provenance  # noqa: E402
 from space import DEFAULT_TRIAL, PRESET_TRIALS, AugmentCfg, BlockCfg, InputCfg, ModelCfg, TrainCfg, TrialCfg  # noqa: E402,E501
 
 
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_level(level, epochs=args.epochs, eval_n=args.eval_n, scale=args.scale, seed=args.seed,
                              only=only, work=Path(tmp)) for level in levels]
     if args.json:
-        print(json.dumps({"epochs": args.epochs, "seed": args.seed, "threads": torch.get_num_threads(),
+        print(json.dumps({"benchmark": "twin_learnability", "provenance": provenance(),
+                          "epochs": args.epochs, "seed": args.seed, "threads": torch.get_num_threads(),
                           "results": results}, indent=1))
     else:
         print(f"twin learnability: {args.epochs} epochs, seed {args.seed}, {torch.get_num_threads()} threads; "

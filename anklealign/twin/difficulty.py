@@ -21,7 +21,7 @@ LEVELS = {"easy": 0.0, "realistic": 0.5, "hard": 1.0}
 
 # setting -> (value at 0, at 0.5, at 1). Degrees for the tilt settings; factors of the first twin's
 # nuisance for the scene settings. The realistic anchors were calibrated with
-# benchmarks/twin_learnability.py (README, "The synthetic twin"): a clear drawn tilt among moderate
+# benchmarks/twin_learnability.py (docs/TWIN.md): a clear drawn tilt among moderate
 # nuisance, but a shown tilt 4.5 degrees off the true one and ~25 % of training labels off the true
 # class, so that a good from-scratch CNN closes about 60 % of the gap from chance to the ceiling in
 # 40 epochs while the net6 seed recipe stays far below, as on the real data (from-scratch CNNs 0.45-0.61
