@@ -118,12 +118,21 @@ def annotator_agreement(annotator_labels: np.ndarray, *, annotators: Sequence[st
     return out
 
 
-def answers_without_images(train_prior: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
+def answers_without_images(train_prior: np.ndarray, classes: Sequence[str],
+                           test_labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The answers that ignore the image, ranked next to a model against the annotators: always the most
-    frequent training class, and random guesses with the training class frequencies."""
+    frequent training class, random guesses with the training class frequencies and, when ``test_labels`` are
+    given and their majority is another class, always that class (an ORACLE: it peeks at the test labels, and
+    on a test set that one class dominates it shows what a rank is worth)."""
     prior = np.asarray(train_prior, dtype=np.float64)
+    eye = np.eye(len(prior))
     top = int(np.argmax(prior))
-    return {f"always {classes[top]}": np.eye(len(prior))[top], "random, training frequencies": prior}
+    out = {f"always {classes[top]}": eye[top], "random, training frequencies": prior}
+    if test_labels is not None and len(test_labels):
+        test_top = int(np.argmax(np.bincount(np.asarray(test_labels), minlength=len(prior))))
+        if test_top != top:
+            out[f"always {classes[test_top]} (ORACLE: the test majority)"] = eye[test_top]
+    return out
 
 
 def _rank_intervals(correct: np.ndarray, scored: np.ndarray, hit: Mapping[str, np.ndarray], n_boot: int,

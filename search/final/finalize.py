@@ -158,7 +158,8 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
                        model_score=ensemble, seed_nets=SEED_NETS)
     humans = annotator_agreement(test["annotator_labels"], annotators=ds.annotators, num_classes=len(classes),
                                  model_predictions={"model": probs.argmax(-1), "ensemble": ens_probs.argmax(-1)},
-                                 constants=answers_without_images(prior, classes), n_boot=n_boot, seed=boot_seed)
+                                 constants=answers_without_images(prior, classes, test["labels"]), n_boot=n_boot,
+                                 seed=boot_seed)
     metrics: dict[str, Any] = {
         "data": info, "study": defn.name, "trial": trial.number,
         "cv": _cv_block(defn, trial, TrialRecord.of(trial)), "selection": selection.block(),

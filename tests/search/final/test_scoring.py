@@ -250,12 +250,15 @@ def test_constant_answers_are_ranked_with_the_model_and_every_rank_has_an_interv
     truth = np.where(rng.random(60) < 0.9, 1, 0)
     labels = np.where(rng.random((6, 60)) < 0.8, truth, (truth + 1) % 3)  # 6 annotators, each right 80 %
     model = np.where(rng.random(60) < 0.85, truth, 2)[None]
+    classes = ["pro", "neutral", "sup"]
     out = annotator_agreement(labels, annotators=tuple(f"A{i}" for i in range(6)), num_classes=3,
                               model_predictions={"ensemble": model},
-                              constants=answers_without_images(np.array([0.2, 0.7, 0.1]), ["pro", "neutral", "sup"]),
+                              constants=answers_without_images(np.array([0.2, 0.7, 0.1]), classes, truth),
                               n_boot=300, seed=0)
     ranks = out["model_rank"]
-    assert set(ranks) == {"ensemble", "always neutral", "random, training frequencies"}
+    assert set(ranks) == {"ensemble", "always neutral", "random, training frequencies"}  # the oracle is the same
+    oracle = answers_without_images(np.array([0.5, 0.4, 0.1]), classes, truth)
+    assert set(oracle) == {"always pro", "random, training frequencies", "always neutral (ORACLE: the test majority)"}
     assert ranks["always neutral"]["kind"] == "constant" and ranks["always neutral"]["rank"] == 1
     assert ranks["random, training frequencies"]["rank"] == 7  # every annotator beats guessing
     for r in ranks.values():
