@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from search.final.scoring import resample_weights
+
 __all__ = ["annotator_agreement", "answers_without_images"]
 
 
@@ -145,7 +147,7 @@ def _rank_intervals(correct: np.ndarray, scored: np.ndarray, hit: Mapping[str, n
     if n_boot <= 0 or not hit:
         return {}
     m = correct.shape[1]
-    weights = np.random.default_rng(seed).multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(np.float64)
+    weights = resample_weights(None, m, n_boot, np.random.default_rng(seed))
     n = weights @ scored.T.astype(np.float64)  # (B, A) scored images of each annotator in each resample
     present = n > 0
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -26,7 +26,7 @@ from scipy import stats
 
 from search.run.metrics import METRICS, absent_classes, cell_codes, confusions, metrics_from_confusion
 
-__all__ = ["group_bootstrap", "score_seeds", "baselines", "weighted_metrics"]
+__all__ = ["group_bootstrap", "resample_weights", "score_seeds", "baselines", "weighted_metrics"]
 
 _EPS = 1e-7  # probability floor of the cross-entropy (a hard 0 would make it infinite)
 _RANDOM_DRAWS = 1000  # draws of the stratified-random guesser, for the spread of one guesser
@@ -64,6 +64,13 @@ def _group_index(groups: np.ndarray | None, m: int) -> tuple[np.ndarray, int]:
         raise ValueError(f"groups must have shape ({m},), got {groups.shape}")
     _, index = np.unique(groups, return_inverse=True)
     return index, int(index.max()) + 1 if m else 0
+
+
+def resample_weights(groups: np.ndarray | None, m: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, M) how often each of ``m`` images is drawn in each of ``n_boot`` resamples of their duplicate groups
+    (groups drawn with replacement, each drawn group's images together; None: each image its own group)."""
+    index, g = _group_index(groups, m)
+    return rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float64)[:, index]
 
 
 def group_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], groups: np.ndarray | None, m: int, *,

@@ -33,6 +33,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.final.scoring import resample_weights
 from search.run.metrics import cell_codes, confusions, metrics_from_confusion
 from search.study.records import TrialRecord
 
@@ -49,15 +50,6 @@ def oof_score(probs: np.ndarray, labels: np.ndarray, *, metric: str, num_classes
 # nominal 5 % the bootstrap test declared a winner among 21 equal trials in 5.0 % and 6.3 % of two draws of 600
 # simulated studies: no margin under a 5 % error rate. At 2.5 % it stays under it (docs/SELECTION.md).
 ALPHA = 0.025
-
-
-def _weights(groups: np.ndarray | None, n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(B, N) bootstrap weights: how often each image is drawn when its duplicate groups are resampled whole."""
-    groups = np.arange(n) if groups is None else np.asarray(groups)
-    _, gidx = np.unique(groups, return_inverse=True)
-    g = int(gidx.max()) + 1 if n else 0
-    counts = np.random.default_rng(seed).multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float64)
-    return counts[:, gidx]
 
 
 def _scores(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray, k: int, metric: str) -> np.ndarray:
@@ -106,7 +98,7 @@ def superiority(oof: np.ndarray, labels: np.ndarray, *, default: int, metric: st
         raise ValueError(f"the test needs at least 20 bootstrap resamples, got {n_boot}")
     pred = oof.argmax(-1)
     point = _scores(pred, labels, np.ones((1, n)), k, metric)[:, 0]
-    boot = _scores(pred, labels, _weights(groups, n, n_boot, seed), k, metric)  # (C, B)
+    boot = _scores(pred, labels, resample_weights(groups, n, n_boot, np.random.default_rng(seed)), k, metric)  # (C, B)
     d, d_boot = point - point[default], boot - boot[default]
     sd = d_boot.std(1, ddof=1)
     same = sd < 1e-12  # the default itself, or a configuration that predicts exactly like it
@@ -119,7 +111,6 @@ def superiority(oof: np.ndarray, labels: np.ndarray, *, default: int, metric: st
     null = np.where(np.isfinite(null), null, 0.0)
     crit = float(np.quantile(null, 1 - alpha))
     better = (t > crit) & ~same
-
     return {"difference": d, "sd": np.where(same, 0.0, sd), "t": t, "critical": crit, "better": better,
             "p_value": float(np.mean(null >= t.max())), "alpha": alpha, "resamples": int(n_boot),
             "method": "test of superior predictive ability (Hansen 2005) over every complete trial: the largest "
@@ -155,7 +146,7 @@ def bbc_estimate(oof: np.ndarray, labels: np.ndarray, *, metric: str, groups: np
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
     pred = oof.argmax(-1)  # (C, N)
-    weights = _weights(groups, n, n_boot, seed)
+    weights = resample_weights(groups, n, n_boot, np.random.default_rng(seed))
     oob = weights == 0
     keep = oob.any(1) & ~oob.all(1)
     weights, oob = weights[keep], oob[keep]
@@ -244,8 +235,9 @@ def versus_default(candidates: list[tuple[FrozenTrial, np.ndarray]], winner: Fro
     d, p_value, others = float(test["difference"][wi]), test["p_value"], len(candidates) - 1
     chance = (f"more than the best of {others} trials of equal skill would by chance (test of superior predictive "
               f"ability, p = {p_value:.3f})")
-    if winner.number == default.number:
-        why = f"the default configuration (trial {default.number}) has the best cross-validated value"
+    if kept == "default" and winner.number == default.number:
+        why = (f"the default configuration (trial {default.number}) has the best cross-validated value, and no "
+               f"trial beats it out of fold by more than the best of {others} trials of equal skill would by chance")
     elif kept == "winner":
         why = (f"trial {winner.number} beats the default configuration (trial {default.number}) out of fold by "
                f"{d:+.3f}, {chance}")

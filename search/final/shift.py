@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from search.final.calibration import validate_labels, validate_probs
-from search.final.scoring import group_bootstrap
+from search.final.scoring import group_bootstrap, resample_weights
 from search.run.metrics import confusion
 
 __all__ = ["validate_prior", "em_prior", "bbse_prior", "prior_interval", "bbse_interval", "adjust_to_prior",
@@ -240,8 +240,8 @@ def bbse_interval(oof_probs: Any, oof_labels: Any, test_probs: Any, *, n_boot: i
     cis: list[list[float] | None] = [None] * k
     if n_boot > 0:
         rng = np.random.default_rng(seed)
-        w_oof = _group_weights(oof_groups, len(y), int(n_boot), rng)
-        w_test = _group_weights(groups, len(p_test), int(n_boot), rng)
+        w_oof = resample_weights(oof_groups, len(y), int(n_boot), rng)
+        w_test = resample_weights(groups, len(p_test), int(n_boot), rng)
         draws = solve(joints(w_oof), (w_test @ p_test) / w_test.sum(1, keepdims=True))  # (B, K)
         lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
         cis = [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
@@ -251,13 +251,6 @@ def bbse_interval(oof_probs: Any, oof_labels: Any, test_probs: Any, *, n_boot: i
             "method": "soft black-box shift estimation (Lipton, Wang & Smola 2018) from the out-of-fold confusion; "
                       f"95 % percentile bootstrap over the out-of-fold images and the {unit}, resampled together",
             "n_images": len(p_test), "n_boot": int(n_boot)}
-
-
-def _group_weights(groups: Any, m: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, M) how often each of ``m`` images is drawn when their groups (None: the images) are resampled whole."""
-    index = np.arange(m) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
-    g = int(index.max()) + 1 if m else 0
-    return rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot).astype(np.float64)[:, index]
 
 
 def effective_prior(oof_probs: Any, train_prior: Any, *, class_weighting: str = "none") -> tuple[np.ndarray, str]:

@@ -46,11 +46,11 @@ def test_bbc_resamples_duplicate_groups_whole() -> None:
     """Pairs of copies: a resample that splits a pair would score a copy of an in-bag image as out-of-bag, and
     a configuration that memorised one copy would look good on "new" images. With groups, the trial that is right
     exactly on the images it saw (one per pair, via a copy) is estimated at chance; ignoring groups would not."""
-    from search.final.selection import _weights
+    from search.final.scoring import resample_weights
 
     rng = np.random.default_rng(3)
     groups = np.repeat(np.arange(20), 2)
-    w = _weights(groups, 40, 200, seed=0)
+    w = resample_weights(groups, 40, 200, np.random.default_rng(0))
     assert (w[:, 0::2] == w[:, 1::2]).all()  # both copies drawn together, every time
     n, k = 200, 3
     labels = np.repeat(rng.integers(0, k, n // 2), 2)
@@ -214,3 +214,24 @@ def test_without_a_default_trial_the_winner_is_exported_with_a_note() -> None:
                  n_boot=50, seed=0, keep_default=True)
     assert sel.members[0].number == winner.number and sel.versus_default is None
     assert any("no complete 'default' trial" in n for n in sel.notes)
+
+
+def test_a_trial_the_test_declares_better_is_exported_even_when_another_has_the_best_value() -> None:
+    """The best-valued trial is no better than the default out of fold, a lower-valued one is clearly better:
+    the export is the one the test declares better, and the card says why."""
+    rng = np.random.default_rng(9)
+    n = 300
+    labels = rng.integers(0, 3, n)
+    base = np.zeros(n, dtype=bool)
+    base[:150] = True
+    lucky = base.copy()  # level with the default
+    strong = base.copy()
+    strong[150:240] = True  # +90 images
+    study = _study_with({"default": _right_on(labels, base), "lucky": _right_on(labels, lucky),
+                         "strong": _right_on(labels, strong)}, {"default": 0.5, "lucky": 0.7, "strong": 0.6})
+    winner = max(study.trials, key=lambda t: t.value)
+    sel = select(study, winner, top_k=1, labels=labels, groups=np.arange(n), metric="accuracy", num_classes=3,
+                 n_boot=300, seed=0, keep_default=True)
+    strong_trial = next(t for t in study.trials if t.value == 0.6)
+    assert sel.versus_default["kept"] == "other" and sel.members[0].number == strong_trial.number
+    assert f"trial {strong_trial.number} beats the default" in sel.versus_default["why"]
