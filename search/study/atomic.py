@@ -1,6 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then ``os.replace``.
 
-An interrupted export or report never leaves a half-written file under its final name.
+An interrupted export or report never leaves a half-written file under its final name. The file gets the
+mode a plain ``open()`` would give it under the process's umask (0644 under the usual 022): the temporary
+file is created private (0600), and a report or model others cannot read is of little use.
 """
 
 from __future__ import annotations
@@ -28,10 +30,18 @@ def writing(path: Path | str) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_with(path: Path | str, writer: Callable[[Path], Any]) -> Path:
