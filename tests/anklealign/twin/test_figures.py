@@ -212,3 +212,16 @@ def test_malformed_marker_figures_are_ignored() -> None:
                 '{"difficulty": {"name": "x"}, "splits": {"train": {"ceiling": {"vs_labels": 3}}}}'):
         assert twin_figures(f"text\n{MARKER_JSON}\n{bad}") == {}
     assert twin_figures("a marker from an older generator, without figures") == {}
+
+
+def test_a_development_seed_is_named_as_such_in_every_twin_sentence() -> None:
+    """Figures on the twins the defaults were chosen on flatter the defaults: the report and table say so."""
+    from anklealign.report import twin_brief, twin_sentence
+
+    twin = {"seed": 0, "difficulty": {"name": "realistic"},
+            "splits": {"train": {"label_noise": 0.23, "chance_macro_f1": 0.33,
+                                 "ceiling": {"vs_labels": {"macro_f1": {"value": 0.89}, "accuracy": {"value": 0.9}}}}}}
+    dev = twin_sentence({"synthetic": True, "twin": twin_brief(twin)})
+    held_out = twin_sentence({"synthetic": True, "twin": twin_brief({**twin, "seed": 100})})
+    assert "development seed" in dev and "held-out" in dev
+    assert "development seed" not in held_out and "ceiling 0.890" in held_out
