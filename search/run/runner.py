@@ -96,6 +96,20 @@ def _trial_line(t: FrozenTrial) -> str:
     return f"trial {t.number:>3}{preset} {t.state.name.lower():<8} value={value} epochs={epochs} {secs}{reason}"
 
 
+def startup_note(defn: StudyDef, trials: int) -> str | None:
+    """What a study of ``trials`` finished trials will not do, when it stops before the sampler searches: the
+    enqueued presets come first, then TPE's random start-up trials; only after both does TPE propose."""
+    presets, startup = len(defn.study.enqueue_presets), defn.sampler.n_startup_trials
+    if defn.sampler.name != "tpe" or trials > presets + startup:
+        return None
+    what = (f"the first {trials} of the {presets} enqueued presets" if trials <= presets else
+            f"the {presets} enqueued presets and {trials - presets} random start-up trials")
+    return (f"--trials {trials} runs only {what}: TPE proposes nothing before {presets + startup} trials have run "
+            f"({presets} presets, then sampler.n_startup_trials = {startup} random ones). For a search use --trials "
+            f"{presets + startup + 10} or more, or fewer presets and a shorter start-up: --set "
+            "'study.enqueue_presets=[\"default\"]' --set sampler.n_startup_trials=3")
+
+
 def run_study(defn: StudyDef, opts: RunOptions, *, stop: threading.Event | None = None,
               data: DataContext | None = None) -> RunOutcome:
     """Open the study (:func:`search.run.session.open_session`) and run trials until it has ``opts.trials``."""
@@ -117,6 +131,8 @@ def run_trials(session: Session, opts: RunOptions, *, stop: threading.Event | No
     done = finished_count(study)
     _log.info("study %s: %d/%d finished trials, storage %s, device %s", defn.name, done, target,
               redact(opts.storage_url), device)
+    if (note := startup_note(defn, target)) is not None:
+        _log.warning("%s", note)
     t_start = time.monotonic()
     bar = tqdm(total=target, initial=min(done, target), desc=defn.name, unit="trial", dynamic_ncols=True,
                disable=not opts.show_progress, leave=True)

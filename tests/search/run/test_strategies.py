@@ -46,3 +46,17 @@ def test_the_guarded_pruners_chance_follows_the_metric_and_the_prior(metric: str
     """On 80 % of one class an accuracy of 0.8 is what always answering it scores: not learning, whatever 1/K is."""
     defn = load_study_def("anklealign", [f'study.metric="{metric}"'])
     assert strategies.make_pruner(defn, prior=prior).chance == pytest.approx(chance)
+
+
+@pytest.mark.parametrize(("trials", "says"), [(5, "first 5 of the 9 enqueued presets"),
+                                              (15, "9 enqueued presets and 6 random start-up trials"),
+                                              (19, "9 enqueued presets and 10 random"), (20, None)])
+def test_a_run_too_short_for_the_sampler_says_so(trials: int, says: str | None) -> None:
+    from search.run.runner import startup_note
+
+    note = startup_note(load_study_def("anklealign"), trials)
+    if says is None:
+        assert note is None
+    else:
+        assert says in note and "--trials 29 or more" in note
+    assert startup_note(load_study_def("anklealign", ['sampler.name="random"']), 3) is None
