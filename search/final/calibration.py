@@ -40,7 +40,7 @@ from search.run.metrics import absent_classes
 from search.study import atomic
 
 __all__ = ["T_BOUNDS", "validate_probs", "validate_labels", "fit_temperature", "apply_temperature",
-           "calibration_metrics", "reliability_png"]
+           "calibration_metrics", "reliability_figure", "reliability_png"]
 
 T_BOUNDS = (0.05, 20.0)  # the temperatures searched
 _NLL_FLOOR = 1e-7  # probability floor of the reported NLL (as search.final.scoring's cross-entropy)
@@ -199,8 +199,17 @@ def reliability_png(path: Path | str, before: Mapping[str, Any], after: Mapping[
     (below it = over-confident); the legend gives each one's ECE and NLL. Bottom: images per bin.
     Agg canvas, no pyplot state. Returns ``path``.
     """
+    fig = reliability_figure(before, after, title=title, labels=labels)
+    return atomic.write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
+
+
+def reliability_figure(before: Mapping[str, Any], after: Mapping[str, Any], *, title: str,
+                       labels: tuple[str, str] = ("before (uncalibrated)", "after temperature scaling")) -> Any:
+    """The figure of :func:`reliability_png` (a matplotlib ``Figure`` on an Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from search.final.card import figure_title
 
     curves = [_curve(before, "before"), _curve(after, "after")]
     fig = Figure(figsize=(5.6, 6.4), layout="constrained")
@@ -216,10 +225,10 @@ def reliability_png(path: Path | str, before: Mapping[str, Any], after: Mapping[
     top.set_xlim(0.0, 1.02)  # room for the markers of bins at confidence 1
     top.set_ylim(0.0, 1.02)
     top.set_ylabel("accuracy in the bin")
-    top.set_title(title, fontsize=9)
+    figure_title(fig, title)
     top.legend(fontsize=7, loc="upper left")
     top.grid(alpha=0.3)
     bottom.set_xlabel("confidence (max probability), mean in the bin; equal-mass bins")
     bottom.set_ylabel("images")
     bottom.grid(alpha=0.3)
-    return atomic.write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    return fig

@@ -11,7 +11,7 @@ import numpy as np
 from search.run.metrics import METRICS
 from search.study import atomic
 
-__all__ = ["card_summary", "confusion_png", "confusion_title"]
+__all__ = ["card_summary", "confusion_figure", "confusion_png", "confusion_title", "figure_title"]
 
 
 def card_summary(m: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +28,23 @@ def confusion_title(study: str, trial: int, seeds: int, info: dict[str, Any]) ->
     data = "SYNTHETIC TWIN (generated images, not real data)" if info["synthetic"] else f"data: {info['source']}"
     return f"{study}, trial {trial}: ensemble of {seeds} seeds on the test set\n{data}"
 
+def figure_title(fig: Any, title: str, *, fontsize: float = 9) -> None:
+    """The figure's title above everything in it (a colour bar included), each line wrapped to the figure's
+    width so that a long study name or data path stays inside the picture."""
+    import textwrap
+
+    width = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))  # characters that fit at this size
+    lines = [w for line in title.split("\n") for w in (textwrap.wrap(line, width, break_on_hyphens=False) or [""])]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+
+
 def confusion_png(path: Path, conf: np.ndarray, classes: list[str], *, title: str) -> None:
+    """The confusion matrix as a PNG (:func:`confusion_figure`), written atomically."""
+    fig = confusion_figure(conf, classes, title=title)
+    atomic.write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
+
+
+def confusion_figure(conf: np.ndarray, classes: list[str], *, title: str) -> Any:
     """Counts in the cells, colour = share of the row (the class's recall); Agg canvas, no pyplot state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -51,6 +67,6 @@ def confusion_png(path: Path, conf: np.ndarray, classes: list[str], *, title: st
     ax.set_yticks(range(k), classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("test label (majority vote)")
-    ax.set_title(title, fontsize=9)
+    figure_title(fig, title)
     fig.colorbar(image, ax=ax, label="share of the row (recall)")
-    atomic.write_with(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    return fig

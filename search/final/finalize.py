@@ -32,7 +32,7 @@ from search.final.retrain import Trained, best_trial, probabilities, retrain, re
 from search.final.scoring import baselines, score_seeds
 from search.final.selection import Selection, select
 from search.final.testset import TEST_READS, read_test, reads_block
-from search.final.trust import fit_calibration, trust_blocks
+from search.final.trust import at_bound, fit_calibration, trust_blocks
 from search.run.data import DataContext, describe
 from search.run.train import resolve_device
 from search.study import atomic
@@ -204,7 +204,9 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
         cal = trust["calibration"]["scored"]
         reliability_png(out_dir / "reliability.png", cal["before"], cal["after"],
                         title=f"{defn.name}: test set, temperature {calibration['temperature']:.2f} "
-                              f"(fitted on out-of-fold predictions)\n{info['note']}")
+                              f"(fitted on out-of-fold predictions)"
+                              + (" AT ITS BOUND: not calibrated" if at_bound(calibration["temperature"]) else "")
+                              + f"\n{info['note']}")
     metrics["files"] = [f for f in _FILES if (out_dir / f).is_file() or f == "metrics.json"]
     atomic.write_json(out_dir / "metrics.json", metrics)
     _log.info("final: wrote %s (%s)", out_dir, ", ".join(metrics["files"]))

@@ -171,3 +171,26 @@ def test_a_temperature_on_its_bound_is_flagged() -> None:
                            enabled=True)
     assert not at_bound(good["temperature"]) and "warning" not in good
     assert "approximate" in fit_calibration(probs, labels, enabled=True, exact=False)["warning"]
+
+
+@pytest.mark.parametrize("which", ["confusion", "reliability"])
+def test_figure_titles_stay_inside_the_picture(which: str) -> None:
+    """A long study name and data path: the title wraps and its rendered box lies inside the figure, above the
+    axes and the colour bar."""
+    from search.final.calibration import reliability_figure
+    from search.final.card import confusion_figure
+
+    title = ("a-very-long-study-name-for-a-folder-of-cats-and-dogs-7f3a9c0e, trial 12: ensemble of 3 seeds on the "
+             "test set\nSYNTHETIC TWIN (generated images, not real data) of /home/someone/projects/data/photos")
+    if which == "confusion":
+        fig = confusion_figure(np.array([[5, 1, 0], [2, 7, 1], [0, 1, 3]]), ["a", "b", "c"], title=title)
+    else:
+        probs, labels = np.tile([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]], (20, 1)), np.tile([0, 1], 20)
+        m = calibration_metrics(probs, labels)
+        fig = reliability_figure(m, m, title=title)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box, page = fig._suptitle.get_window_extent(renderer), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+    for ax in fig.axes:  # the colour bar is an axes too
+        assert ax.get_window_extent(renderer).y1 <= box.y0 + 1
