@@ -15,11 +15,11 @@ Example::
 
 from __future__ import annotations
 
-from anklealign.dataset import Dataset, Split, decode_image, inspect, load, training_duplicates
+from anklealign.dataset import Dataset, Split, decode_image, inspect, known_copies, load
 from anklealign.errors import DataError
 from anklealign.ingest.labels import CLASSES
 from anklealign.report import QualityReport
 from anklealign.twin.generator import SynthManifest, synth
 
 __all__ = ["CLASSES", "DataError", "Dataset", "QualityReport", "Split", "SynthManifest", "decode_image",
-           "inspect", "load", "synth", "training_duplicates"]
+           "inspect", "load", "synth", "known_copies"]

@@ -28,7 +28,7 @@ from anklealign.twin.generator import GENERATOR_VERSION, synth
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Dataset", "Split", "decode_image", "inspect", "load", "training_duplicates"]
+__all__ = ["Dataset", "Split", "decode_image", "inspect", "load", "known_copies"]
 
 _log = logging.getLogger(__name__)
 
@@ -267,17 +267,18 @@ def _dataset(result: dict[str, Any], images: torch.Tensor, *, label: str, target
         report=QualityReport.from_dict(result["report"], source=label, fingerprint=result["fingerprint"]))
 
 
-def training_duplicates(source: str | Path | None, files: list[Path], *, cache_dir: Path | None = None,
-                        mirrors: bool | None = None) -> dict[int, str]:
-    """Which of ``files`` duplicate a training image of ``source``, by the ingest's own rules.
+def known_copies(source: str | Path | None, files: list[Path], *, cache_dir: Path | None = None,
+                 mirrors: bool | None = None) -> dict[int, tuple[str, str]]:
+    """Which of ``files`` duplicate an image of ``source``'s training or test split, by the ingest's own rules.
 
     Exact (same bytes or pixels), near (perceptual hash, verified) and, where the source's mirror rule is on,
     mirrored copies count, as they do between training and test images during ingest. A model scored on a
-    copy of a picture it trained on is not scored on new data.
+    copy of a picture it trained on is not scored on new data; scoring copies of the test images is a read of
+    the test set.
 
     Returns:
-        index into ``files`` -> the id of a training image it duplicates (files that cannot be decoded are left
-        out here; the caller reports them).
+        index into ``files`` -> (``"train"`` or ``"test"``, the id of the image it duplicates; a training image
+        where both match). Files that cannot be decoded are left out here; the caller reports them.
 
     Raises:
         DataError: the source cannot be read.
@@ -288,8 +289,8 @@ def training_duplicates(source: str | Path | None, files: list[Path], *, cache_d
     path, _ = _resolve(None if source == TWIN_LABEL else source, cache)
     with open_source(path) as src:
         result, _ = _scanned(src, _scan_key(src.fingerprint(cache), mirrors), cache, None, mirrors)
-        train_ids = list(result["train"]["ids"])
-        decoded = [decode(src.read(result["members"][i]), hashes=True) for i in train_ids]
+        known = [(split, i) for split in ("train", "test") for i in result[split]["ids"]]
+        decoded = [decode(src.read(result["members"][i]), hashes=True) for _, i in known]
     new = [decode(Path(f).read_bytes(), hashes=True) for f in files]
     usable = [j for j, d in enumerate(new) if not d.reason]
     both = [*decoded, *(new[j] for j in usable)]
@@ -299,8 +300,7 @@ def training_duplicates(source: str | Path | None, files: list[Path], *, cache_d
              if mirrored else {})
     groups = find_groups([d.sha256 for d in both], [d.pixel_sha256 for d in both], [d.phash for d in both],
                          [d.thumb for d in both], **extra).group
-    first_train = {}
-    for i in range(len(train_ids)):
-        first_train.setdefault(groups[i], train_ids[i])
-    return {j: first_train[groups[len(train_ids) + n]] for n, j in enumerate(usable)
-            if groups[len(train_ids) + n] in first_train}
+    first: dict[int, tuple[str, str]] = {}
+    for g, item in zip(groups[:len(known)], known, strict=True):
+        first.setdefault(int(g), item)  # training images come first: a match with both reports training
+    return {j: first[int(groups[len(known) + n])] for n, j in enumerate(usable) if int(groups[len(known) + n]) in first}

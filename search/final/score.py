@@ -5,7 +5,9 @@ draw ``eval/``). Every model the final step kept is scored the way the final ste
 set: the winner's seeds (mean over seeds), the exported ensemble, each retrained preset
 (``best/baselines/<name>/``: the default configuration and the seed nets) and the guessers that
 know only the training class frequencies, with 95 % bootstrap intervals and the search gain. The
-folder is not the study's test set: reading it is not logged as a test-set read.
+folder is not the study's test set: reading it is logged as a read of the test labels only when it holds
+copies of the study's test images (found by the ingest's duplicate rules); copies of training images are
+left out of every score.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from anklealign import DataError, decode_image, training_duplicates
+from anklealign import DataError, decode_image, known_copies
 from search.final.calibration import apply_temperature
 from search.final.export import load_model
 from search.final.gain import search_gain
 from search.final.predict import IMAGE_SUFFIXES
 from search.final.scoring import baselines, score_seeds
+from search.final.testset import TEST_READS, log_test_read
 from search.final.trust import trust_blocks
 from search.run.train import predict_proba
 from search.study.errors import SearchError
@@ -88,13 +91,15 @@ class _Decoder:
 def _without_training_copies(paths: list[Path], labels: np.ndarray,
                               data: dict[str, Any]) -> tuple[list[Path], np.ndarray, dict[str, Any]]:
     """The folder's images less those that duplicate a training image (exact, near or mirrored, by the ingest's
-    rules), and what was found: a score on pictures the model trained on is not a score on new data."""
+    rules), and what was found: a score on pictures the model trained on is not a score on new data. Copies of
+    the study's test images are kept but found too (``test_copies``): scoring them is a read of the test set."""
     source = data.get("source")
     try:
-        found = training_duplicates(source, paths, mirrors=data.get("mirror_duplicates"))
+        copies = known_copies(source, paths, mirrors=data.get("mirror_duplicates"))
     except (DataError, OSError) as exc:
         _log.warning("score: could not compare the folder with the training images (%s): duplicates not checked", exc)
         return paths, labels, {"duplicate_check": f"not done: the training data {source} could not be read ({exc})"}
+    found = {j: i for j, (split, i) in copies.items() if split == "train"}
     if found:
         _log.warning("score: %d image(s) duplicate training images and are left out of every score: %s", len(found),
                      ", ".join(paths[j].name for j in sorted(found)[:5]) + (" ..." if len(found) > 5 else ""))
@@ -103,7 +108,8 @@ def _without_training_copies(paths: list[Path], labels: np.ndarray,
             {"duplicate_check": "done: exact, near and (where the data's rule says so) mirrored copies of training "
                                 "images are left out",
              "excluded_duplicates": [{"file": str(paths[j]), "duplicates_training_image": t}
-                                     for j, t in sorted(found.items())]})
+                                     for j, t in sorted(found.items())],
+             "test_copies": sum(1 for split, _ in copies.values() if split == "test")})
 
 
 def _member_probs(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -125,6 +131,11 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     classes = [str(c) for c in card["classes"]]
     paths, labels = labelled_images(Path(folder), classes)
     paths, labels, duplicates = _without_training_copies(paths, labels, final.get("data") or {})
+    if duplicates.get("test_copies"):
+        count = log_test_read(Path(run_dir), {"command": "score", "folder": str(Path(folder).resolve()),
+                                              "test_images": duplicates["test_copies"]})
+        _log.warning("score: %d image(s) of %s are the study's test images: this counts as read %d of its test "
+                     "labels (%s)", duplicates["test_copies"], folder, count, TEST_READS)
     decode = _Decoder(paths)
     skipped = decode.skipped
     x, keep = decode(card["preprocessing"])
@@ -140,7 +151,8 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
         "data": {"folder": str(Path(folder).resolve()), "images": int(len(labels)),
                  "class_counts": {c: int((labels == k).sum()) for k, c in enumerate(classes)},
                  "skipped": skipped, "trained_on": final.get("data"), **duplicates,
-                 "note": "an extra labelled folder, not the study's test set (not logged as a test-set read)"},
+                 "note": "an extra labelled folder; logged as a read of the study's test labels only when it holds "
+                         "copies of its test images"},
         "study": final.get("study"), "trial": final.get("trial"), "seeds": final.get("seeds"), "classes": classes,
         "exported": final.get("exported"),
         "test": score_seeds(members[:n_seeds], labels, votes, **common),

@@ -15,7 +15,7 @@ from typing import Any
 
 import anklealign
 
-__all__ = ["TEST_READS", "test_reads", "read_test", "reads_block"]
+__all__ = ["TEST_READS", "test_reads", "read_test", "reads_block", "log_test_read"]
 
 TEST_READS = "test_reads.jsonl"
 
@@ -34,7 +34,7 @@ def test_reads(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _log_test_read(run_dir: Path, entry: dict[str, Any]) -> int:
+def log_test_read(run_dir: Path, entry: dict[str, Any]) -> int:
     """Append one line to ``test_reads.jsonl`` (O_APPEND: concurrent commands never interleave a line)."""
     line = json.dumps({"time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **entry}) + "\n"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def read_test(ds: anklealign.Dataset, *, run_dir: Path | None, why: dict[str, An
     ``<run_dir>/test_reads.jsonl``. The same images at another input size (for a seed net) are part of
     that read (``run_dir`` None: not logged again).
     """
-    count = _log_test_read(run_dir, {**(why or {}), "test_images": len(ds.test.ids)}) if run_dir else 0
+    count = log_test_read(run_dir, {**(why or {}), "test_images": len(ds.test.ids)}) if run_dir else 0
     return {"images": ds.test.images, "labels": ds.test.labels.cpu().numpy(), "groups": ds.test.groups.cpu().numpy(),
             "votes": ds.test_votes.cpu().numpy(), "annotator_labels": ds.test_annotator_labels.cpu().numpy(),
             "ties": int(ds.test_ties.sum()), "ids": tuple(ds.test.ids), "reads": count}

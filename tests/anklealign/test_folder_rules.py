@@ -76,11 +76,12 @@ def test_ambiguous_or_untrainable_class_folders_are_errors(tmp_path: Path, cache
         anklealign.load(write_tree(tmp_path, files) / "ds", image_size=16, cache_dir=cache_dir)
 
 
-def test_training_duplicates_finds_copies_of_training_images(tmp_path: Path, cache_dir: Path) -> None:
+def test_known_copies_finds_copies_of_training_and_test_images(tmp_path: Path, cache_dir: Path) -> None:
     root = _arrows(tmp_path)
     extra = write_tree(tmp_path / "x", {"copy.png": (root / "train/up/0.png").read_bytes(),
                                         "new.png": encode(picture(999), "PNG"),
-                                        "mirror.png": (root / "train/right/1.png").read_bytes()})
-    files = [extra / "copy.png", extra / "new.png", extra / "mirror.png"]
-    found = anklealign.training_duplicates(root, files, cache_dir=cache_dir)
-    assert found == {0: "train/up/0.png", 2: "train/right/1.png"}  # an exact copy; the mirror file is one too
+                                        "mirror.png": (root / "train/right/1.png").read_bytes(),
+                                        "test.png": (root / "test/up/t.png").read_bytes()})
+    files = [extra / "copy.png", extra / "new.png", extra / "mirror.png", extra / "test.png"]
+    found = anklealign.known_copies(root, files, cache_dir=cache_dir)
+    assert found == {0: ("train", "train/up/0.png"), 2: ("train", "train/right/1.png"), 3: ("test", "test/up/t.png")}

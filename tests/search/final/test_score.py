@@ -76,3 +76,23 @@ def test_score_leaves_out_copies_of_training_images(finished_run: Path, eval_fol
     m = json.loads(capsys.readouterr().out)
     assert sorted(e["file"] for e in m["data"]["excluded_duplicates"]) == sorted(copied)
     assert m["data"]["images"] == 40  # the 40 fresh pictures, not the 2 copies
+
+
+def test_scoring_the_studys_own_test_images_counts_as_a_test_read(finished_run: Path, small_twin: Path,
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    run_dir = finished_run / "anklealign"
+    ds = anklealign.load(small_twin, image_size=32)
+    folder = tmp_path / "own-test"
+    for ident, label in zip(ds.test.ids[:4], ds.test.labels.tolist()[:4], strict=True):
+        src = next(p for p in small_twin.rglob(Path(ident).name) if p.as_posix().endswith(ident))
+        (folder / ds.classes[label]).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, folder / ds.classes[label] / src.name)
+    before = len(testset.test_reads(run_dir))
+    assert main(["score", str(run_dir), str(folder), "--json", "--bootstrap", "20"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["data"]["test_copies"] == 4
+    reads = testset.test_reads(run_dir)
+    assert len(reads) == before + 1 and reads[-1]["command"] == "score"
