@@ -18,7 +18,7 @@ from search.cli.targets import load_target
 from search.final.finalize import finalize, finalize_trial
 from search.final.retrain import pick_trial, with_final_overrides
 from search.final.score import score_folder
-from search.study import optuna_api
+from search.study import atomic, optuna_api
 from search.study.errors import SearchError
 from search.study.notes import ARTIFACTS_DIR, artifact_store, attach_final
 from search.study.records import StudyRecord, TrialRecord
@@ -35,10 +35,12 @@ def summary_rows(study: optuna.Study, top: int) -> list[dict[str, Any]]:
     """The ``top`` complete trials, best first, with their recorded scores and config."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     done.sort(key=lambda t: t.value, reverse=True)
+    exported = (StudyRecord.of(study).exported or {}).get("trial")
     rows = []
     for t in done[:top]:
         r = TrialRecord.of(t)
-        rows.append({"number": t.number, "value": t.value, "cv_best": r.cv_best, "best_epoch": r.best_epoch,
+        rows.append({"number": t.number, "exported": t.number == exported, "value": t.value, "cv_best": r.cv_best,
+                     "best_epoch": r.best_epoch,
                      "cv_last": r.cv_last, "epochs_run": r.epochs_run, "preset": r.preset,
                      "params_count": r.params_count, "config": r.config})
     return rows
@@ -52,7 +54,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     data = StudyRecord.of(study).data
     if args.json:
         print(json.dumps({"study": defn.name, "metric": defn.study.metric, "objective": defn.study.objective,
-                          "data": data, "trials": rows}, indent=2))
+                          "data": data, "exported": StudyRecord.of(study).exported, "trials": rows}, indent=2))
         return 0
     if not rows:
         print(f"study {defn.name}: no complete trial yet")
@@ -61,8 +63,11 @@ def cmd_best(args: argparse.Namespace) -> int:
     print(f"study {defn.name} — data: {data.get('note', '?')} ({data.get('source', '?')})")
     print(f"top {len(rows)} by cross-validated {defn.study.metric} ({defn.study.objective.replace('_', ' ')} "
           "value; best-epoch and last-epoch values both shown):")
+    exported = StudyRecord.of(study).exported
+    if exported:
+        print(f"exported by the final step: trial {exported['trial']} ({exported.get('why')})")
     for r in rows:
-        tag = f" [{r['preset']}]" if r["preset"] else ""
+        tag = (f" [{r['preset']}]" if r["preset"] else "") + (" EXPORTED" if r["exported"] else "")
         cfg = r["config"] or {}
         model = cfg.get("model", {})
         chans = [b.get("channels") for b in model.get("blocks", [])]
@@ -77,6 +82,7 @@ def publish_final(study: optuna.Study, run_dir: Path, metrics: dict[str, Any]) -
     """Print the final table and the files, and attach both to the dashboard (a failure there only warns)."""
     table = format_table(metrics)
     print(table)
+    StudyRecord(exported={"trial": metrics["trial"], "why": metrics.get("exported")}).write(study)
     best = run_dir / "best"
     print(f"files: {best}: {', '.join(metrics['files'])}")
     try:
@@ -96,16 +102,38 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``export --study NAME [--trial N] --out DIR [--runs runs/]``: retrain a trial like the final step.
+    """``export --study NAME [--trial N] --out DIR [--runs runs/]``: the final step's model, or a given trial.
 
-    Writes the same files as the final step into ``--out``.
+    Without ``--trial`` it copies what the final step exported (the same model ``run`` made: no retraining, no
+    read of the test labels). With ``--trial N`` it retrains that trial like the final step (a logged read of
+    the test labels) and writes the same files into ``--out``.
     """
     target, study = load_target(args)
+    if args.trial is None:
+        return _copy_final(target.run_dir, Path(args.out_dir).expanduser(), study.study_name)
     defn = with_final_overrides(target.defn, getattr(args, "overrides", None) or ())
     trial = pick_trial(study, args.trial)
     metrics = finalize_trial(defn, study, trial, out_dir=Path(args.out_dir).expanduser(), run_dir=target.run_dir,
                              command="export", device=args.device or defn.training.device, data_source=args.data)
     print(format_table(metrics))
+    return 0
+
+
+def _copy_final(run_dir: Path, out_dir: Path, study: str) -> int:
+    """Copy the final step's exported model and its reports (not the kept baselines) to ``out_dir``."""
+    best = run_dir / "best"
+    metrics_file = best / "metrics.json"
+    if not metrics_file.is_file():
+        raise SearchError(f"study {study!r} has no final model yet ({metrics_file} is missing): run "
+                          f"'python -m search finalize --study {study}' first, or retrain one trial with --trial N")
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [f for f in metrics.get("files", []) if (best / f).is_file()]
+    for name in files:
+        atomic.write_bytes(out_dir / name, (best / name).read_bytes())
+    print(f"exported trial {metrics.get('trial')} of study {study}, the final step's model, to {out_dir} "
+          f"({', '.join(files)}): copied, not retrained; the test labels were not read again.\n"
+          f"how it was chosen: {metrics.get('exported', '?')}")
     return 0
 
 

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p, data=False)
     _add_run_args(p)
     p.add_argument("--no-final", action="store_true", help="skip the final retrain/score/export step")
+    p.add_argument("--final-again", action="store_true",
+                   help="on a finished run that has its final model, run the final step again (it reads the test "
+                        "labels again, and that read is logged); without it such a run only says where its results are")
 
     p = sub.add_parser("worker", help="join a shared study and run trials (no final step)")
     _add_study_args(p, data=False)
@@ -85,14 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.html (plotly) and trials.csv for a study")
     _add_study_args(p)
 
-    p = sub.add_parser("export", help="export a trial's model (weights + config, ONNX, model card)")
+    p = sub.add_parser("export", help="copy the final step's model to a folder, or retrain and export a given trial")
     p.add_argument("--study", default="anklealign",
                    help="a study definition or the name of a run folder under --runs (default: anklealign)")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL of the storage (default: the run folder's)")
     p.add_argument("--runs", dest="out", default="runs", help="root folder of run outputs (default: runs/)")
-    p.add_argument("--trial", type=int, default=None, help="trial number (default: the best)")
+    p.add_argument("--trial", type=int, default=None,
+                   help="retrain and export this trial like the final step (reads the test labels again, logged); "
+                        "default: copy the model the final step exported, without retraining")
     p.add_argument("--data", default=None, help="the data the study ran on (default: the one recorded in it)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                   help="where --trial retrains (default: the study's training.device)")
     p.add_argument("--out", dest="out_dir", required=True, help="folder to write the model to")
 
     p = sub.add_parser("predict", help="classify images with an exported model")

@@ -7,7 +7,9 @@ final step reuse them), the storage opened once (:func:`search.run.session.open_
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -57,6 +59,11 @@ def _run(args: argparse.Namespace, *, worker: bool) -> int:
                            worker=worker)
     opts = RunOptions(trials=defn.study.trials, storage_url=target.storage_url, run_dir=target.run_dir,
                       device=defn.training.device, timeout=args.timeout, worker=worker, show_progress=not args.quiet)
+    metrics_file = target.run_dir / "best" / "metrics.json"
+    if (not worker and finished_count(session.study) >= defn.study.trials and metrics_file.is_file()
+            and not args.final_again and not args.no_final):
+        _already_done(session, metrics_file)
+        return 0
     if parallel:
         outcome = _run_parallel(args, session, plan)
     else:
@@ -78,6 +85,19 @@ def _run(args: argparse.Namespace, *, worker: bool) -> int:
     print(f"report: {path}")
     print(f"trials: {session.run_dir / 'trials.csv'}")
     return 0
+
+
+def _already_done(session: Session, metrics_file: Path) -> None:
+    """A finished run asked to run again: where its results are, and how to redo the final step if wanted."""
+    try:
+        trial = json.loads(metrics_file.read_text(encoding="utf-8")).get("trial")
+    except (OSError, ValueError):
+        trial = None
+    run_dir = session.run_dir
+    print(f"study {session.defn.name} already has {finished_count(session.study)} finished trials and its final "
+          f"model (trial {trial}): nothing to do.\n  model and metrics: {run_dir / 'best'}\n  report: "
+          f"{run_dir / 'report.html'}\nMore trials: --trials N with a larger N. The final step again (a second read "
+          "of the test labels, logged): --final-again.")
 
 
 def _run_parallel(args: argparse.Namespace, session: Session, plan: JobPlan) -> RunOutcome:

@@ -157,12 +157,14 @@ class StudyRecord:
         definition_hash: the hash of its trial-relevant sections (joining workers must match it).
         data: which data the study ran on (``search.run.data.describe``): every report says it.
         data_fingerprint: the data's fingerprint (a resumed study must see the same data).
+        exported: what the final step exported: ``{"trial", "why"}`` (written after it; None before).
     """
 
     definition: dict[str, Any] | None = None
     definition_hash: str | None = None
     data: dict[str, Any] | None = None
     data_fingerprint: str | None = None
+    exported: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -171,7 +173,7 @@ class StudyRecord:
 
     def write(self, study: optuna.Study) -> None:
         """Record the fields that are set (the hash first: a joining worker waits for it, then reads the rest)."""
-        for f in ("definition", "data", "data_fingerprint", "definition_hash"):
+        for f in ("definition", "data", "data_fingerprint", "definition_hash", "exported"):
             value = getattr(self, f)
             if value is not None:
                 study.set_user_attr(f, value)

@@ -34,6 +34,17 @@ Point = tuple[float, float | None, float | None]  # mean, ci95 low, ci95 high
 _NOT_SYSTEMS = frozenset({"model_rank", "per_class", "agreement", "confusion"})
 
 
+# What a trial's value is, by [study] objective, in words (the report's summary; a test reads both).
+OBJECTIVE_WORDS = {"best_epoch": "at each trial's best epoch", "last_epoch": "at each trial's last epoch",
+                   "last_mean": "averaged over each trial's last 5 epochs"}
+
+
+def _exported_line(exported: dict[str, Any] | None) -> str:
+    if not exported:
+        return "none yet (the final step has not run)"
+    return f"#{exported['trial']}: {exported.get('why') or ''}"[:400]
+
+
 def data_table(study: optuna.Study, *, metric: str, folds: int | None, objective: str = "best_epoch") -> go.Figure:
     """A table: which data, how many trials in which state, the best trial (both of its CV values)."""
     data = StudyRecord.of(study).data or {}
@@ -47,9 +58,10 @@ def data_table(study: optuna.Study, *, metric: str, folds: int | None, objective
         ("classes", ", ".join(map(str, data.get("classes", [])))),
         ("training pool / test images", f"{data.get('train_images', '?')} / {data.get('test_images', '?')}"),
         ("objective", f"{metric}, mean over {folds if folds else '?'} cross-validation folds, "
-                      f"at each trial's {'best' if objective == 'best_epoch' else 'last'} epoch (the value optimised)"),
+                      f"{OBJECTIVE_WORDS.get(objective, objective)} (the value optimised)"),
         ("trials", ", ".join(f"{n} {s}" for s, n in states.items()) or "none"),
         ("best trial", _best_line(best)),
+        ("exported trial", _exported_line(StudyRecord.of(study).exported)),
     ]
     fig = go.Figure(go.Table(header={"values": ["", ""], "height": 4},
                              cells={"values": [[r[0] for r in rows], [str(r[1]) for r in rows]],

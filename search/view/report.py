@@ -47,10 +47,9 @@ __all__ = ["write_report", "write_trials_csv", "trial_rows", "CSV_COLUMNS"]
 
 _log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("number", "state", "value", "preset", "params_count", "macs", "cv_best", "best_epoch", "cv_last",
-               "cv_last_mean",
-               "epochs_run", "seconds", "prune_reason", "fail_reason", "seed", "device", "datetime_start",
-               "datetime_complete")
+CSV_COLUMNS = ("number", "state", "value", "exported", "preset", "params_count", "macs", "cv_best", "best_epoch",
+               "cv_last", "cv_last_mean", "epochs_run", "seconds", "prune_reason", "fail_reason", "seed", "device",
+               "datetime_start", "datetime_complete")
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -84,14 +83,15 @@ def _note(text: str) -> str:
     return f'<p class="muted">{html.escape(text)}</p>'
 
 
-def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """One flat dict per trial: :data:`CSV_COLUMNS`, then ``params_<name>`` for every parameter seen."""
+def trial_rows(trials: list[FrozenTrial], exported: int | None = None) -> list[dict[str, Any]]:
+    """One flat dict per trial: :data:`CSV_COLUMNS`, then ``params_<name>`` for every parameter seen;
+    ``exported`` is true for the trial the final step exported."""
     names = sorted({p for t in trials for p in t.params})
     rows = []
     for t in trials:
         record = TrialRecord.of(t).as_dict()
         row: dict[str, Any] = {
-            "number": t.number, "state": t.state.name, "value": t.value,
+            "number": t.number, "state": t.state.name, "value": t.value, "exported": t.number == exported,
             "datetime_start": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
             "datetime_complete": (t.datetime_complete.isoformat(timespec="seconds")
                                   if t.datetime_complete else None),
@@ -106,7 +106,7 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     """trials.csv: a row per trial with its outcome, size, timing, reason and every parameter."""
     trials = study.get_trials(deepcopy=False)
-    rows = trial_rows(trials)
+    rows = trial_rows(trials, (StudyRecord.of(study).exported or {}).get("trial"))
     fields = list(CSV_COLUMNS) + [f"params_{n}" for n in sorted({p for t in trials for p in t.params})]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")

@@ -386,3 +386,69 @@ def test_trust_toggles_turn_each_block_off(finished_run: Path, tmp_path: Path) -
     assert not {"calibration", "label_shift", "votes", "per_class"} & set(m)
     assert json.loads((out / "anklealign" / "best" / "model_card.json").read_text())["calibration"] == {
         "enabled": False, "temperature": 1.0}
+
+
+def test_export_without_a_trial_is_the_final_steps_model_and_reads_nothing(finished_run: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from search.final import testset as testset_mod
+
+    run_dir = finished_run / "anklealign"
+    reads = len(testset_mod.test_reads(run_dir))
+    out_dir = tmp_path / "copied"
+    assert main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--out", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    final = json.loads((run_dir / "best" / "metrics.json").read_text())
+    assert f"exported trial {final['trial']}" in printed and "not retrained" in printed
+    assert (out_dir / "model.pt").read_bytes() == (run_dir / "best" / "model.pt").read_bytes()
+    assert json.loads((out_dir / "metrics.json").read_text())["trial"] == final["trial"]
+    assert len(testset_mod.test_reads(run_dir)) == reads  # no second read of the test labels
+
+
+def test_running_a_finished_run_again_only_says_where_its_results_are(finished_run: Path, small_twin: Path,
+                                                                      tmp_path: Path, fast_args: list[str],
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from search.final import testset as testset_mod
+
+    out = tmp_path / "runs"
+    shutil.copytree(finished_run, out)
+    run_dir = out / "anklealign"
+    before = (run_dir / "best" / "metrics.json").read_bytes()
+    reads = len(testset_mod.test_reads(run_dir))
+    assert main(["-q", "run", "--data", str(small_twin), "--out", str(out), "--trials", "3", *fast_args]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing to do" in printed and str(run_dir / "best") in printed and "--final-again" in printed
+    assert (run_dir / "best" / "metrics.json").read_bytes() == before
+    assert len(testset_mod.test_reads(run_dir)) == reads
+
+
+def test_the_exported_trial_is_marked_everywhere(finished_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """best, best --json, trials.csv and the report name the trial the final step exported, and why."""
+    import csv
+
+    run_dir = finished_run / "anklealign"
+    exported = json.loads((run_dir / "best" / "metrics.json").read_text())["trial"]
+    assert main(["best", "--study", "anklealign", "--out", str(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert f"exported by the final step: trial {exported}" in out and "EXPORTED" in out
+    assert main(["best", "--study", "anklealign", "--out", str(finished_run), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["exported"]["trial"] == exported
+    assert [r["number"] for r in best["trials"] if r["exported"]] in ([exported], [])
+    assert main(["-q", "report", "--study", "anklealign", "--out", str(finished_run)]) == 0
+    with open(run_dir / "trials.csv", newline="") as fh:
+        marked = [int(r["number"]) for r in csv.DictReader(fh) if r["exported"] == "True"]
+    assert marked == [exported]
+    assert f"#{exported}: " in (run_dir / "report.html").read_text()
+
+
+def test_the_reports_objective_words_match_the_value_optimised() -> None:
+    from search.run.objective import OBJECTIVES
+    from search.view.figures import OBJECTIVE_WORDS
+
+    assert set(OBJECTIVE_WORDS) == set(OBJECTIVES)
+    assert "last 5 epochs" in OBJECTIVE_WORDS["last_mean"]
+    from search.run.train import LAST_EPOCHS
+
+    assert f"last {LAST_EPOCHS} epochs" in OBJECTIVE_WORDS["last_mean"]
