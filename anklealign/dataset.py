@@ -57,7 +57,7 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A labelled, de-duplicated, decoded data set (see docs/DATA.md, "How the data are read").
+    """A labelled, de-duplicated, decoded data set (see docs/INGEST.md).
 
     Attributes:
         train: the training pool (test images and their duplicates removed).

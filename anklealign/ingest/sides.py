@@ -1,6 +1,6 @@
 """From labelled, decoded images to the train and test sides: duplicates, leakage and label votes.
 
-Rules (docs/DATA.md, "How the data are read"):
+Rules (docs/INGEST.md):
 
 * Groups are formed over *all* decodable images, train side and test side (:mod:`anklealign.ingest.dedup`).
 * A group that holds a test image is test-side: its other members never train ("leakage"); the test
