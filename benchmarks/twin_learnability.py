@@ -12,9 +12,9 @@ labels' prior (its expected value); the ceiling is the Bayes classifier of the t
     python benchmarks/twin_learnability.py [--difficulties easy,realistic,hard] [--epochs 40] [--json]
     python benchmarks/twin_learnability.py --quick      # a smoke run: seconds, figures meaningless
 
-Goals (issue 13) at ``realistic``: the best recipe closes >= 60 % of the gap from chance to the
-ceiling on the eval draw, within 10 minutes on 2 CPU cores, and net6 stays >= 0.05 macro-F1 below
-the best recipe; at ``hard`` every recipe stays within 0.05 of chance.
+Goals at ``realistic`` (set when the twin's difficulty levels were calibrated): the best recipe closes
+>= 60 % of the gap from chance to the ceiling on the eval draw, within 10 minutes on 2 CPU cores, and net6
+stays >= 0.05 macro-F1 below the best recipe; at ``hard`` every recipe stays within 0.05 of chance.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def run_level(level: str, *, epochs: int, eval_n: int, scale: float, seed: int, 
 
 
 def _verdict(r: dict) -> None:
-    """Gap closed by the best recipe, and the issue's goals for the level."""
+    """Gap closed by the best recipe, and the goals for the level."""
     if not r["recipes"]:
         return
     ch, ceil = r["chance"]["value"], r["ceiling_eval"]["value"]
