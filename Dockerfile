@@ -10,9 +10,9 @@ COPY pyproject.toml README.md ./
 COPY search ./search
 COPY space ./space
 COPY anklealign ./anklealign
-COPY studies ./studies
 # The base image brings CUDA and a torch build; the project's exact pins replace torch with the
 # version the project is tested against (PyPI's Linux wheels of torch are CUDA builds).
+# The study definitions ship inside the package (search/studies/); a studies/ folder mounted at /app wins.
 RUN pip install ".[postgres,mysql,onnx]"
 VOLUME ["/app/data", "/app/runs"]
 EXPOSE 8080

@@ -332,7 +332,8 @@ def find_study_file(study: str) -> Path:
     """Resolve ``--study NAME|PATH`` to a TOML file.
 
     A value ending in ``.toml`` or containing a path separator is a path; otherwise
-    ``studies/<name>.toml`` is looked up in the current folder, then beside the package.
+    ``studies/<name>.toml`` is looked up in the current folder (a user's own definitions win), then among the
+    definitions that ship with the package (``search/studies/``), so an installed tool works from any folder.
     """
     if study.endswith(".toml") or "/" in study or "\\" in study:
         path = Path(study)
