@@ -130,8 +130,9 @@ def _classify_anklealign(layout: Layout, name: str, parts: list[str]) -> None:
 
 
 def twin_figures(marker_text: str) -> dict:
-    """The figures a twin's marker file carries after :data:`MARKER_JSON` (empty if none or unreadable)."""
-    _, found, rest = marker_text.partition(MARKER_JSON)
+    """The figures a twin's marker file carries after :data:`MARKER_JSON` (empty if none or unreadable), with
+    the generator seed its first line names (``seed``: reports say when it is one the defaults were chosen on)."""
+    head, found, rest = marker_text.partition(MARKER_JSON)
     if not found:
         return {}
     try:
@@ -140,4 +141,7 @@ def twin_figures(marker_text: str) -> dict:
         twin_lines(figures)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError):
         return {}
+    seed = re.search(r"\bwith seed (\d+)\b", head)
+    if seed and "seed" not in figures:
+        figures["seed"] = int(seed.group(1))
     return figures

@@ -225,3 +225,11 @@ def test_a_development_seed_is_named_as_such_in_every_twin_sentence() -> None:
     held_out = twin_sentence({"synthetic": True, "twin": twin_brief({**twin, "seed": 100})})
     assert "development seed" in dev and "held-out" in dev
     assert "development seed" not in held_out and "ceiling 0.890" in held_out
+
+
+def test_a_twins_generator_seed_reaches_its_report(tmp_path: Path) -> None:
+    import anklealign
+
+    anklealign.synth(tmp_path / "t", seed=7, scale=0.1)
+    ds = anklealign.load(tmp_path / "t", image_size=16, cache_dir=tmp_path / "cache")
+    assert ds.report.twin["seed"] == 7
