@@ -94,8 +94,11 @@ def _without_training_copies(paths: list[Path], labels: np.ndarray,
     rules), and what was found: a score on pictures the model trained on is not a score on new data. Copies of
     the study's test images are kept but found too (``test_copies``): scoring them is a read of the test set."""
     source = data.get("source")
+    # The study's mirror rule, as anklealign.load takes it (None when it is the layout's own: the cached scan).
+    rule = data.get("mirror_duplicates")
+    mirrors = None if rule is None or rule == (data.get("kind") == "anklealign") else rule
     try:
-        copies = known_copies(source, paths, mirrors=data.get("mirror_duplicates"))
+        copies = known_copies(source, paths, mirrors=mirrors)
     except (DataError, OSError) as exc:
         _log.warning("score: could not compare the folder with the training images (%s): duplicates not checked", exc)
         return paths, labels, {"duplicate_check": f"not done: the training data {source} could not be read ({exc})"}
