@@ -124,9 +124,10 @@ def group_bootstrap(statistic: Callable[[np.ndarray], np.ndarray], groups: np.nd
 def weighted_metrics(codes: np.ndarray, weights: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     """Metrics of weighted predictions: cell codes ``(S, M)``, weights ``(B, M)`` -> each ``(S, B)``."""
     k2 = num_classes * num_classes
-    onehot = np.eye(k2)[codes]  # (S, M, K*K)
-    conf = np.einsum("bm,smx->sbx", weights, onehot).reshape(*codes.shape[:1], len(weights),
-                                                              num_classes, num_classes)
+    s, m = codes.shape
+    onehot = np.zeros((m, s * k2))  # one column block per row of codes: a single matrix product for all
+    onehot[np.arange(m)[:, None], codes.T + np.arange(s) * k2] = 1.0
+    conf = (weights @ onehot).reshape(len(weights), s, num_classes, num_classes).transpose(1, 0, 2, 3)
     return metrics_from_confusion(conf)
 
 

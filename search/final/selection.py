@@ -33,7 +33,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.final.scoring import resample_weights
+from search.final.scoring import resample_weights, weighted_metrics
 from search.run.metrics import cell_codes, confusions, metrics_from_confusion
 from search.study.records import TrialRecord
 
@@ -54,12 +54,7 @@ ALPHA = 0.025
 
 def _scores(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray, k: int, metric: str) -> np.ndarray:
     """``metric`` of (C, N) predictions under (B, N) image weights -> (C, B)."""
-    c, n = pred.shape
-    codes = (cell_codes(labels, pred, k) + np.arange(c)[:, None] * k * k).T  # (N, C): cell of each image, per config
-    onehot = np.zeros((n, c * k * k))
-    np.put_along_axis(onehot, codes, 1.0, axis=1)
-    conf = (weights @ onehot).reshape(len(weights), c, k, k).transpose(1, 0, 2, 3)  # (C, B, K, K)
-    return metrics_from_confusion(conf)[metric]
+    return weighted_metrics(cell_codes(labels, pred, k), weights, k)[metric]
 
 
 def superiority(oof: np.ndarray, labels: np.ndarray, *, default: int, metric: str, groups: np.ndarray | None = None,

@@ -236,7 +236,7 @@ def bbse_interval(oof_probs: Any, oof_labels: Any, test_probs: Any, *, n_boot: i
     def joints(weights: np.ndarray) -> np.ndarray:  # (B, N) -> (B, K, K) soft confusions C[i, j] = p(ŷ=i, y=j)
         return np.einsum("bn,ni,nj->bij", weights, p_train, onehot) / weights.sum(1)[:, None, None]
 
-    estimate = solve(joints(np.ones((1, len(y)))), p_test.mean(0, keepdims=True))[0]
+    estimate = solve(_soft_joint(p_train, y, k)[None], p_test.mean(0, keepdims=True))[0]
     cis: list[list[float] | None] = [None] * k
     if n_boot > 0:
         rng = np.random.default_rng(seed)
