@@ -22,8 +22,8 @@ __all__ = ["DECODE_VERSION", "SCAN_VERSION", "atomic_write_bytes", "default_cach
 
 _log = logging.getLogger(__name__)
 
-SCAN_VERSION = 4      # bump when the scan's rules or its stored form change (2: mirrored copies, 3: twin,
-                      # 4: no mirror grouping nor relabelling in class folders)
+SCAN_VERSION = 5      # bump when the scan's rules or its stored form change (2: mirrored copies, 3: twin,
+                      # 4: no mirror grouping nor relabelling in class folders, 5: the twin's seed)
 DECODE_VERSION = 1    # bump when decoding or resizing changes
 
 
