@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from space.augment import augment_batch, normalize
 from space.build import build_cnn, count_macs, count_params
 from space.config import AugmentCfg, BlockCfg, InputCfg, ModelCfg, TrainCfg, TrialCfg
-from space.presets import DEFAULT_TRIAL, PRESET_TRIALS, PRESETS, SEED_NETS
+from space.presets import DEFAULT_TRIAL, PRESET_TRIALS, PRESETS, SEED_NETS, default_trial
 
 if TYPE_CHECKING:
+    from space.projection import project
     from space.search_space import SearchSpace, suggest, to_params
 
 __all__ = [
@@ -34,15 +35,18 @@ __all__ = [
     "build_cnn",
     "count_macs",
     "count_params",
+    "default_trial",
     "normalize",
+    "project",
     "suggest",
     "to_params",
 ]
 
-_LAZY = {"SearchSpace", "suggest", "to_params"}  # need optuna; only loaded when asked for
+_LAZY = {"SearchSpace": "search_space", "suggest": "search_space", "to_params": "search_space",
+         "project": "projection"}  # need optuna; only loaded when asked for
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module("space.search_space"), name)
+        return getattr(importlib.import_module(f"space.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -115,11 +115,10 @@ def retrain_presets(defn: StudyDef, study: optuna.Study, ctx: DataContext, *, se
     num_classes = ctx.num_classes
     trained, skipped = [], {}
     for name in defn.final.baseline_presets:
-        try:
-            cfg = preset_trial(name, space, defn.training.max_epochs, num_classes=num_classes)
-        except SearchError as exc:
-            skipped[name] = {"kind": "preset", "skipped": str(exc)}
-            continue
+        cfg, moved = preset_trial(name, space, defn.training.max_epochs, num_classes=num_classes,
+                                  traits=ctx.default_traits())
+        if moved:
+            _log.info("final: preset %s moved into the study's space: %s", name, ", ".join(moved))
         runs = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                        if TrialRecord.of(t).preset == name),
                       key=lambda t: -(t.value if t.value is not None else float("-inf")))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from search.run.train import predict_proba
 from search.study.errors import SearchError
 from space import SEED_NETS
 
-__all__ = ["score_folder", "labelled_images"]
+__all__ = ["score_folder", "labelled_images", "predictions", "Predictions"]
 
 _log = logging.getLogger(__name__)
 
@@ -120,8 +121,23 @@ def _member_probs(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     return np.stack([predict_proba(m, images).numpy() for m in model.members])
 
 
-def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Score the run's exported model, its seeds and every kept baseline on ``folder``; metrics.json's shape."""
+@dataclass
+class Predictions:
+    """A finished run's models on a labelled folder: per-image probabilities, in the order of ``labels``."""
+
+    final: dict[str, Any]  # best/metrics.json
+    classes: list[str]
+    labels: np.ndarray
+    members: np.ndarray  # (S, N, K): each seed of the exported ensemble, before calibration
+    exported: np.ndarray  # (N, K): what the exported model outputs (seeds averaged, temperature applied)
+    presets: dict[str, np.ndarray]  # retrained preset -> (N, K), its seeds averaged
+    calibration: dict[str, Any]
+    duplicates: dict[str, Any]
+    skipped: dict[str, str]
+
+
+def predictions(run_dir: Path, folder: Path) -> Predictions:
+    """Every model the run's final step kept, applied to ``folder`` (copies of training images left out)."""
     best = Path(run_dir) / "best"
     try:
         final = json.loads((best / "metrics.json").read_text(encoding="utf-8"))
@@ -140,15 +156,30 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
         _log.warning("score: %d image(s) of %s are the study's test images: this counts as read %d of its test "
                      "labels (%s)", duplicates["test_copies"], folder, count, TEST_READS)
     decode = _Decoder(paths)
-    skipped = decode.skipped
     x, keep = decode(card["preprocessing"])
-    labels = labels[keep]
+    members = _member_probs(model, x)
+    calibration = {**(card.get("calibration") or {}), "temperature": float(getattr(model, "temperature", 1.0))}
+    presets = {}
+    for d in sorted(p for p in (best / "baselines").glob("*") if p.is_dir()):
+        pmodel, pcard = load_model(d)
+        px, pkeep = decode(pcard["preprocessing"])
+        if not np.array_equal(pkeep, keep):
+            raise SearchError(f"baseline {d.name} could not decode images the model decoded")
+        presets[d.name] = _member_probs(pmodel, px).mean(0)  # its seeds averaged, as in final
+    return Predictions(final=final, classes=classes, labels=labels[keep], members=members,
+                       exported=apply_temperature(members.mean(0), calibration["temperature"]), presets=presets,
+                       calibration=calibration, duplicates=duplicates, skipped=decode.skipped)
+
+
+def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Score the run's exported model, its seeds and every kept baseline on ``folder``; metrics.json's shape."""
+    p = predictions(run_dir, folder)
+    final, classes, labels, members, skipped, duplicates = (p.final, p.classes, p.labels, p.members, p.skipped,
+                                                            p.duplicates)
     votes = np.eye(len(classes), dtype=np.int64)[labels]  # one label per image: a one-hot "vote"
     common = {"classes": classes, "groups": None, "n_boot": n_boot, "seed": seed}
-    members = _member_probs(model, x)
-    raw = members.mean(0, keepdims=True)
-    calibration = {**(card.get("calibration") or {}), "temperature": float(getattr(model, "temperature", 1.0))}
-    exported = apply_temperature(raw[0], calibration["temperature"])[None]  # what the exported model outputs
+    raw, calibration = members.mean(0, keepdims=True), p.calibration
+    exported = p.exported[None]  # what the exported model outputs
     n_seeds = len(final.get("seeds") or [len(members)])
     out: dict[str, Any] = {
         "data": {"folder": str(Path(folder).resolve()), "images": int(len(labels)),
@@ -175,16 +206,10 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
                                 per_class=True, oof=oof,
                                 class_weighting=((final.get("config") or {}).get("train") or {}).get(
                                     "class_weighting", "none")))
-    preset_probs = {}
-    for d in sorted(p for p in (best / "baselines").glob("*") if p.is_dir()):
-        pmodel, pcard = load_model(d)
-        px, pkeep = decode(pcard["preprocessing"])
-        if not np.array_equal(pkeep, keep):
-            raise SearchError(f"baseline {d.name} could not decode images the model decoded")
-        preset_probs[d.name] = _member_probs(pmodel, px).mean(0, keepdims=True)  # its seeds averaged, as in final
-        base[d.name] = {"kind": "preset", "description": (final.get("baselines", {}).get(d.name) or {}).get(
-            "description", f"{d.name}, retrained like the model"), **score_seeds(preset_probs[d.name], labels, votes,
-                                                                                 **common)}
+    preset_probs = {name: probs[None] for name, probs in p.presets.items()}
+    for name, probs in preset_probs.items():
+        base[name] = {"kind": "preset", "description": (final.get("baselines", {}).get(name) or {}).get(
+            "description", f"{name}, retrained like the model"), **score_seeds(probs, labels, votes, **common)}
     out["baselines"] = base
     metric = (final.get("cv") or {}).get("metric", "macro_f1")
     out["search_gain"] = search_gain(exported, preset_probs, labels,

@@ -9,41 +9,51 @@ search is compared with them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study import optuna_api, records
-from search.study.errors import SearchError
 from search.study.records import TrialRecord
-from space import PRESET_TRIALS, TrialCfg
+from space import PRESET_TRIALS, TrialCfg, default_trial
+from space.projection import project
 from space.search_space import SearchSpace, to_params
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["preset_trial", "enqueue_presets", "requeue_trial", "finished_count", "ask_next"]
 
 
-def preset_trial(name: str, space: SearchSpace, max_epochs: int, *, num_classes: int) -> TrialCfg:
-    """A seed net with the student's training settings, at the study's first image size.
+def preset_trial(name: str, space: SearchSpace, max_epochs: int, *, num_classes: int,
+                 traits: Mapping[str, Any] | None = None) -> tuple[TrialCfg, list[str]]:
+    """A preset (the default configuration or a seed net) as a point of the study's space, and what was moved.
 
-    The seed nets are grayscale and size-independent (global pooling): the input size, the epoch
-    budget and the number of classes (the head's outputs) come from the study and its data.
+    The seed nets are size-independent (global pooling): the input size, the epoch budget and the number of
+    classes (the head's outputs) come from the study and its data. ``traits`` (``DataContext.default_traits``):
+    the default configuration's colour and flips follow the data. A setting the space does not allow is moved
+    to the nearest one it does (:func:`space.project`); the moves come back in words.
     """
-    cfg = PRESET_TRIALS[name]
-    if cfg.input.color not in space.color:
-        raise SearchError(f"preset {name} is grayscale but [space] color is {list(space.color)}; "
-                          f"add \"gray\" or remove the presets from study.enqueue_presets")
+    if name == "default" and traits is not None:
+        cfg = default_trial(color=traits["color"], hflip=traits["hflip"])
+    else:
+        cfg = PRESET_TRIALS[name]
     inp = dataclasses.replace(cfg.input, image_size=space.image_size[0], resize=space.resize[0])
-    return dataclasses.replace(cfg, input=inp, model=dataclasses.replace(cfg.model, num_classes=num_classes),
-                               train=dataclasses.replace(cfg.train, max_epochs=max_epochs))
+    cfg = dataclasses.replace(cfg, input=inp, model=dataclasses.replace(cfg.model, num_classes=num_classes),
+                              train=dataclasses.replace(cfg.train, max_epochs=max_epochs))
+    return project(cfg, space)
 
 
 def enqueue_presets(study: optuna.Study, names: Sequence[str], space: SearchSpace, max_epochs: int, *,
-                    num_classes: int) -> None:
-    """Queue the seed nets ``names`` as the study's first trials (once, even when called twice)."""
+                    num_classes: int, traits: Mapping[str, Any] | None = None) -> None:
+    """Queue the presets ``names`` as the study's first trials (once, even when called twice)."""
     for name in names:
-        cfg = preset_trial(name, space, max_epochs, num_classes=num_classes)
+        cfg, moved = preset_trial(name, space, max_epochs, num_classes=num_classes, traits=traits)
+        if moved:
+            _log.warning("preset %s moved into the study's space: %s", name, ", ".join(moved))
         study.enqueue_trial(to_params(cfg, space), user_attrs=records.queued_attrs(preset=name), skip_if_exists=True)
 
 

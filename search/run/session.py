@@ -88,11 +88,12 @@ def open_study(defn: StudyDef, storage: optuna.storages.BaseStorage, *, seed: in
         _check_same(study, defn, ds.fingerprint if ds is not None else None)
         return study, False
     optuna_api.set_metric_names(study, [defn.study.metric])  # the dashboard's axis says macro_f1
+    traits = data.default_traits() if data is not None else None
     StudyRecord(definition=defn.to_dict(), definition_hash=defn.definition_hash(),
-                data=describe(ds) if ds is not None else None,
+                data={**describe(ds), "default_follows": traits} if ds is not None else None,
                 data_fingerprint=ds.fingerprint if ds is not None else None).write(study)
     enqueue_presets(study, defn.study.enqueue_presets, SearchSpace.from_dict(dict(defn.space)),
-                    defn.training.max_epochs, num_classes=len(ds.classes) if ds is not None else 3)
+                    defn.training.max_epochs, num_classes=len(ds.classes) if ds is not None else 3, traits=traits)
     return study, True
 
 

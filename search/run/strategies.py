@@ -35,7 +35,6 @@ PRUNERS: dict[str, Callable[[StudyDef, float], optuna.pruners.BasePruner]] = {
     "hyperband": lambda d, k: optuna.pruners.HyperbandPruner(min_resource=max(1, d.pruner.n_warmup_steps),
                                                           max_resource=d.training.max_epochs,
                                                           reduction_factor=d.pruner.reduction_factor),
-    "wilcoxon": lambda d, k: optuna_api.wilcoxon_pruner(p_threshold=0.1, n_startup_steps=d.pruner.n_warmup_steps),
     "none": lambda d, k: optuna.pruners.NopPruner(),
 }
 

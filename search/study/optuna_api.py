@@ -22,7 +22,6 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = [
     "experimental",
     "tpe_sampler",
-    "wilcoxon_pruner",
     "rdb_storage",
     "set_metric_names",
     "fail_stale_trials",
@@ -62,12 +61,6 @@ def tpe_sampler(*, seed: int, n_startup_trials: int, multivariate: bool) -> optu
     with experimental():
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=multivariate,
                                           group=multivariate, constant_liar=True)
-
-
-def wilcoxon_pruner(*, p_threshold: float, n_startup_steps: int) -> optuna.pruners.BasePruner:
-    """The experimental ``WilcoxonPruner`` (a paired test over steps), offered as a pruner choice."""
-    with experimental():
-        return optuna.pruners.WilcoxonPruner(p_threshold=p_threshold, n_startup_steps=n_startup_steps)
 
 
 def rdb_storage(url: str, *, engine_kwargs: dict[str, Any], heartbeat_interval: int | None = None,

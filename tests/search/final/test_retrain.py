@@ -78,11 +78,11 @@ def test_a_preset_with_the_exported_trials_recipe_reuses_its_models(monkeypatch:
 
     defn = load_study_def("anklealign", ["final.baseline_presets=[\"default\", \"net6\"]"])
     space = SearchSpace.from_dict(dict(defn.space))
-    cfg = preset_trial("default", space, defn.training.max_epochs, num_classes=3)
+    cfg, _ = preset_trial("default", space, defn.training.max_epochs, num_classes=3)
     exported = rt.Trained("trial 0", cfg, None, defn.training.max_epochs, ["m1", "m2"], "its recipe", [])
     trained_now: list[str] = []
     monkeypatch.setattr(rt, "retrain", lambda name, *a, **k: trained_now.append(name) or SimpleNamespace(name=name))
-    ctx = SimpleNamespace(num_classes=3, dataset=lambda inp: None)
+    ctx = SimpleNamespace(num_classes=3, dataset=lambda inp: None, default_traits=lambda: None)
     out, skipped = rt.retrain_presets(defn, optuna.create_study(), ctx, seeds=[1, 2], device=torch.device("cpu"),
                                       reuse=exported)
     assert not skipped and [r.name for r in out] == ["default", "net6"]

@@ -24,8 +24,7 @@ def test_experimental_constructors_build_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any ExperimentalWarning that escapes fails the test
         tpe = optuna_api.tpe_sampler(seed=1, n_startup_trials=3, multivariate=True)
-        pruner = optuna_api.wilcoxon_pruner(p_threshold=0.1, n_startup_steps=2)
-    assert isinstance(tpe, optuna.samplers.TPESampler) and isinstance(pruner, optuna.pruners.WilcoxonPruner)
+    assert isinstance(tpe, optuna.samplers.TPESampler)
     assert tpe._multivariate and tpe._group and tpe._constant_liar  # the arguments took effect
 
 

@@ -38,7 +38,7 @@ def build_study(out: Path, *, name: str = "anklealign", n_trials: int = 12, seed
     space = SearchSpace.from_dict(dict(defn.space))
     mem = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     for p in PRESETS[:n_trials]:
-        mem.enqueue_trial(to_params(preset_trial(p, space, EPOCHS, num_classes=3), space), user_attrs={"preset": p})
+        mem.enqueue_trial(to_params(preset_trial(p, space, EPOCHS, num_classes=3)[0], space), user_attrs={"preset": p})
     rng = random.Random(seed)
     for i in range(n_trials):
         trial = mem.ask()
