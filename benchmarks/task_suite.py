@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,9 @@ QUICK = ["study.trials=3", "training.max_epochs=2", "cv.folds=2", "final.seeds=1
          'final.baseline_presets=["default", "net0"]', 'study.enqueue_presets=["default", "net0"]',
          "sampler.n_startup_trials=1"]
 ARM_SETTINGS = {"tpe": [], "random": ['sampler.name="random"', "final.baseline_presets=[]"]}
+# Another final step on the tpe arm's finished trials (a copy of its run folder): a choice rule measured on the
+# same trials, so that only the rule differs.
+REFITS = {"greedy": ['final.ensemble="greedy"', "final.top_k=5", "final.baseline_presets=[]"]}
 SEED_NETS = ("baseline", "net0", "net1", "net2", "net3", "net4", "net5", "net6")
 
 
@@ -86,13 +90,25 @@ def run_arm(task: str, seed: int, arm: str, *, rule: str, code: Path, work: Path
             "--seed", str(study_seed), "--set", f"study.name={study}"]
     for s in sets:
         argv += ["--set", s]
+    runs = work / "runs"
+    if arm in REFITS:
+        tpe = runs / f"{task}-{seed}-{rule}-tpe-s{study_seed}"
+        if not (tpe / "best" / "metrics.json").is_file():
+            raise RuntimeError(f"arm {arm} refits the tpe arm's trials: run the tpe arm of {tpe.name} first")
+        runs = work / "refit" / arm
+        shutil.rmtree(runs / tpe.name, ignore_errors=True)
+        shutil.copytree(tpe, runs / tpe.name, ignore=shutil.ignore_patterns("best"))
+        study, sets = tpe.name, REFITS[arm]  # the quick settings come with the copied study.toml
+        argv = [sys.executable, "-m", "search", "-q", "finalize", "--out", str(runs), "--study", study]
+        for s in sets:
+            argv += ["--set", s]
     cpu0, t0 = _cpu_children(), time.perf_counter()
     proc = subprocess.run(argv, cwd=code, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(code)})
     cpu, wall = _cpu_children() - cpu0, time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{study}: search run failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    p = predictions(work / "runs" / study, heldout)
+    p = predictions(runs / study, heldout)
     final = p.final
     models = {"exported": _encode(p.exported.argmax(1))}
     models.update({name: _encode(probs.argmax(1)) for name, probs in p.presets.items()})
@@ -145,7 +161,7 @@ def summarise(rows: list[dict], n_boot: int = 1000) -> list[dict]:
                  for n, p in nets.items()}
             best = max(f, key=f.get)
             named[f"best net ({best})"] = nets[best]
-        for arm in ("random", "oracle"):
+        for arm in ("random", "oracle", *REFITS):
             if arm in arms and arms[arm]["truth"] == tpe["truth"]:
                 named[arm] = _decode(arms[arm]["models"]["exported"])
         point, cis, diffs = _macro_f1(truth, list(named.values()), k, n_boot, seed)
@@ -168,7 +184,8 @@ def table(summary: list[dict]) -> str:
     d = lambda g: (f"{g['diff']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]" if g and g.get("ci95")  # noqa: E731
                    else "-")
     lines = ["| task | seed | rule | exported | default | best seed net | random | oracle | exported - default | "
-             "exported - random | gap closed | CPU min (tpe/random/oracle) |", "|" + "---|" * 12]
+             "exported - random | gap closed | greedy refit (- exported) | CPU min (tpe/random/oracle) |",
+             "|" + "---|" * 13]
     for r in summary:
         s, g = r["scores"], r["exported_minus"]
         net = next((k for k in s if k.startswith("best net")), None)
@@ -179,8 +196,16 @@ def table(summary: list[dict]) -> str:
         lines.append(f"| {r['task']} | {r['seed']}{ss} "
                      f"| {r['rule']} | {f(s['exported'])} | {f(s.get('default'))} | "
                      f"{f'{f(s[net])} ({net[10:-1]})' if net else '-'} | {f(s.get('random'))} | {f(s.get('oracle'))} | "
-                     f"{d(g.get('default'))} | {d(g.get('random'))} | {'-' if gc is None else f'{gc:.0%}'} | {cpu} |")
+                     f"{d(g.get('default'))} | {d(g.get('random'))} | {'-' if gc is None else f'{gc:.0%}'} | "
+                     f"{f(s.get('greedy'))} {_neg(g.get('greedy'))} | {cpu} |")
     return "\n".join(lines)
+
+
+def _neg(g: dict | None) -> str:
+    """exported - X as X - exported, with its interval."""
+    if not g or not g.get("ci95"):
+        return ""
+    return f"({-g['diff']:+.3f} [{-g['ci95'][1]:+.3f}, {-g['ci95'][0]:+.3f}])"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -194,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(suite_tasks.TASKS), help="comma-separated tasks")
     parser.add_argument("--seeds", default="11,12,13", help="task seeds (the twin: generator seeds)")
     parser.add_argument("--study-seeds", default="0", help="study seeds of the tpe arm (the spread of its choice)")
-    parser.add_argument("--arms", default="tpe,random,oracle", help="tpe, random, oracle (where the task has one)")
+    parser.add_argument("--arms", default="tpe,random,oracle",
+                        help="tpe, random, oracle (where the task has one), greedy (the tpe trials, another final step)")
     parser.add_argument("--rule", default="new", help="a name for the code under test, e.g. today or new")
     parser.add_argument("--code", default=str(ROOT), help="the checkout whose 'python -m search' runs")
     parser.add_argument("--work", default="", help="task folders and runs (default: a temp folder)")
@@ -219,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                     for arm in [a for a in args.arms.split(",") if a]:
                         if arm == "oracle" and (task not in suite_tasks.ORACLE or study_seed != 0):
                             continue
-                        if arm == "random" and study_seed != 0:
+                        if arm in ("random", *REFITS) and study_seed != 0:
                             continue
                         key = (task, seed, args.rule if arm != "oracle" else "-", arm, study_seed, args.quick)
                         if key in done:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,3 +79,53 @@ def test_search_quality_quick_json_reports_both_configs(tmp_path: Path) -> None:
         assert 0 <= w["oof_vs_noisy"] <= 1 and 0 <= w["oof_vs_true"] <= 1 and 0 < w["label_noise"] < 0.5
         assert w["images"] > 0
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2  # each row kept as it ends
+
+
+def test_task_suite_quick_runs_its_arms_resumes_and_tabulates(tmp_path: Path) -> None:
+    """A tiny flip task through the default command, its oracle and a greedy refit; a second call runs nothing."""
+    results = tmp_path / "suite.jsonl"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "task_suite.py"), "--quick", "--tasks", "flip", "--seeds", "3",
+            "--arms", "tpe,oracle,greedy", "--work", str(tmp_path / "work"), "--results", str(results), "--json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["arm"] for r in rows] == ["tpe", "oracle", "greedy"]
+    assert all(len(r["truth"]) == 60 and all(len(p) == 60 for p in r["models"].values()) for r in rows)
+    assert {"exported", "default", "net0"} <= set(rows[0]["models"])
+    assert 'space.aug_hflip_p=[0.0, 0.0]' in rows[1]["settings"]
+    [summary] = json.loads(proc.stdout)
+    assert {"exported", "default", "oracle", "greedy"} <= set(summary["scores"])
+    for name, gain in summary["exported_minus"].items():  # paired: exported minus each arm, inside its interval
+        lo, hi = gain["ci95"]
+        assert lo - 1e-9 <= gain["diff"] <= hi + 1e-9, name
+        assert gain["diff"] == pytest.approx(summary["scores"]["exported"]["macro_f1"]
+                                             - summary["scores"][name]["macro_f1"], abs=2e-4)
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert again.returncode == 0 and "task suite:" not in again.stderr  # every arm is on record: nothing re-run
+    assert len(results.read_text().splitlines()) == 3
+
+
+def test_task_suite_refuses_twin_seeds_that_earlier_decisions_used(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "task_suite.py"), "--tasks", "twin", "--seeds",
+                           "1,201", "--work", str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "[1]" in proc.stderr and "development" in proc.stderr
+
+
+def test_suite_tasks_are_made_from_their_seed_alone(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import suite_tasks
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from PIL import Image
+
+    a, held = suite_tasks.make_task("colour", 5, tmp_path / "a", quick=True)
+    b, _ = suite_tasks.make_task("colour", 5, tmp_path / "b", quick=True)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert len(files) == 150 and {p.parts[0] for p in files} == {"train", "test", "heldout"}
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert held == a / "heldout" and sorted(d.name for d in held.iterdir()) == ["a", "b", "c"]
+    # The hue carries the class, luma does not: in gray the classes' blobs have one distribution.
+    means = {c: np.mean([np.asarray(Image.open(f).convert("L"), float).mean() for f in (a / "train" / c).iterdir()])
+             for c in ("a", "b", "c")}
+    assert max(means.values()) - min(means.values()) < 4

@@ -13,6 +13,7 @@ import datetime as _dt
 import importlib.metadata
 import json
 import logging
+import math
 import platform
 import tempfile
 import warnings
@@ -61,7 +62,7 @@ class EnsembleCNN(nn.Module):
     """
 
     def __init__(self, cfg: ModelCfg, members: int, member_cfgs: Sequence[ModelCfg] | None = None,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, weights: Sequence[float] | None = None) -> None:
         super().__init__()
         if members < 1:
             raise ValueError(f"an ensemble needs at least one member, got {members}")
@@ -70,6 +71,9 @@ class EnsembleCNN(nn.Module):
             raise ValueError(f"{members} members need {members} configs with one class count")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if weights is not None and (len(weights) != members or min(weights) < 0 or not math.isclose(sum(weights), 1)):
+            raise ValueError(f"{members} members need {members} non-negative weights summing to 1, got {weights}")
+        self.weights = [float(w) for w in weights] if weights is not None else None
         self.cfg = cfg
         self.member_cfgs = cfgs
         self.temperature = float(temperature)
@@ -77,17 +81,20 @@ class EnsembleCNN(nn.Module):
         self.eval()
 
     @classmethod
-    def from_models(cls, cfg: ModelCfg, models: Sequence[nn.Module],
-                    member_cfgs: Sequence[ModelCfg] | None = None, temperature: float = 1.0) -> EnsembleCNN:
+    def from_models(cls, cfg: ModelCfg, models: Sequence[nn.Module], member_cfgs: Sequence[ModelCfg] | None = None,
+                    temperature: float = 1.0, weights: Sequence[float] | None = None) -> EnsembleCNN:
         """A CPU ensemble with the weights of trained models (any device) of these configs."""
-        ens = cls(cfg, len(models), member_cfgs, temperature)
+        ens = cls(cfg, len(models), member_cfgs, temperature, weights)
         for member, model in zip(ens.members, models, strict=True):
             member.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
         return ens.eval()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        probs = [torch.softmax(m(image), dim=1) for m in self.members]  # R x (B, K)
-        mean = torch.stack(probs).mean(0)  # (B, K)
+        probs = torch.stack([torch.softmax(m(image), dim=1) for m in self.members])  # (R, B, K)
+        if self.weights is None:
+            mean = probs.mean(0)  # (B, K)
+        else:  # a greedy ensemble: each member's share of the average
+            mean = (probs * torch.tensor(self.weights, dtype=probs.dtype, device=probs.device)[:, None, None]).sum(0)
         if self.temperature == 1.0:
             return mean
         return torch.softmax(torch.log(mean.clamp_min(1e-12)) / self.temperature, dim=1)
@@ -167,7 +174,7 @@ def intended_use(data: dict[str, Any]) -> str:
 def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, *, card: dict[str, Any],
                classes: Sequence[str], check_images: torch.Tensor | None = None,
                member_trials: Sequence[TrialCfg] | None = None, onnx: bool = True,
-               temperature: float = 1.0) -> dict[str, Any]:
+               temperature: float = 1.0, weights: Sequence[float] | None = None) -> dict[str, Any]:
     """Write model.pt, model.onnx and model_card.json for an ensemble of trained models.
 
     Args:
@@ -181,6 +188,7 @@ def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, 
         check_images: uint8 (N, C, H, W) images the ONNX model is checked on (default: seeded noise).
         onnx: write model.onnx too (a baseline kept only for ``search score`` needs model.pt alone).
         temperature: the calibration temperature folded into the model (1 = none).
+        weights: each member's share of the averaged probabilities (None: equal).
 
     Returns:
         The card as written.
@@ -191,12 +199,14 @@ def save_model(out_dir: Path | str, models: Sequence[nn.Module], cfg: TrialCfg, 
     if member_trials is not None and any(t.input != cfg.input for t in member_trials):
         raise ValueError("the members of an ensemble must share one input config")
     member_cfgs = [t.model for t in member_trials] if member_trials is not None else None
-    ensemble = EnsembleCNN.from_models(cfg.model, models, member_cfgs, temperature)
+    ensemble = EnsembleCNN.from_models(cfg.model, models, member_cfgs, temperature, weights)
     blob = {"format": FORMAT, "config": cfg.to_dict(),
             "state_dicts": [dict(m.state_dict()) for m in ensemble.members],
             "classes": list(classes), "preprocessing": preprocessing(cfg.input), "temperature": float(temperature)}
     if member_trials is not None:
         blob["member_trials"] = [t.to_dict() for t in member_trials]
+    if weights is not None:
+        blob["member_weights"] = [float(w) for w in weights]
     atomic.write_with(out_dir / "model.pt", lambda p: torch.save(blob, p))
     if check_images is None:
         gen = torch.Generator().manual_seed(0)
@@ -332,7 +342,8 @@ def load_model(model_dir: Path | str) -> tuple[EnsembleCNN, dict[str, Any]]:
         states = blob["state_dicts"]
         member_cfgs = ([TrialCfg.from_dict(m).model for m in blob["member_trials"]] if "member_trials" in blob
                        else None)
-        model = EnsembleCNN(cfg.model, len(states), member_cfgs, float(blob.get("temperature", 1.0)))
+        model = EnsembleCNN(cfg.model, len(states), member_cfgs, float(blob.get("temperature", 1.0)),
+                            blob.get("member_weights"))
         for member, state in zip(model.members, states, strict=True):
             member.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

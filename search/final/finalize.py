@@ -108,13 +108,15 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     member_records = [TrialRecord.of(t) for t in selection.members]
     oofs = [r.oof_probs(len(ds.classes)) for r in member_records]
     usable = all(o is not None and len(o) == len(train_labels) for o in oofs)
-    calibration = fit_calibration(np.mean(oofs, axis=0) if usable else None, train_labels,
+    weights = selection.weights  # each member trial's share of the exported average
+    calibration = fit_calibration(np.average(oofs, axis=0, weights=weights) if usable else None, train_labels,
                                   enabled=defn.final.calibrate, exact=all(r.oof_exact for r in member_records))
     if calibration.get("warning"):
         _log.warning("final: calibration: %s", calibration["warning"])
     # The exported model's out-of-fold probabilities (calibrated like its outputs): the reference of the
     # label-shift estimate here and in 'search score'.
-    reference = apply_temperature(np.mean(oofs, axis=0), calibration["temperature"]) if usable else None
+    reference = (apply_temperature(np.average(oofs, axis=0, weights=weights), calibration["temperature"])
+                 if usable else None)
     # 1. Train everything. Nothing so far has read the test split.
     best = retrain(f"trial {trial.number}", cfg, ds, epochs=epochs, seeds=seeds, device=dev, epochs_from=epochs_why)
     others = [_retrain_member(t, defn, ds, seeds, dev) for t in selection.members[1:]]
@@ -129,7 +131,8 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     probs = probabilities(best, test["images"], dev)
     scores = score_seeds(probs, test["labels"], test["votes"], **common)
     members = np.concatenate([probs, *(probabilities(o, test["images"], dev) for o in others)])
-    raw = members.mean(0, keepdims=True)  # (1, M, K): the members' average, before calibration
+    model_weights = np.repeat(np.asarray(weights) / len(seeds), len(seeds))  # each network's share
+    raw = np.average(members, axis=0, weights=model_weights)[None]  # (1, M, K): before calibration
     ens_probs = apply_temperature(raw[0], calibration["temperature"])[None]  # what the exported model outputs
     ensemble = score_seeds(ens_probs, test["labels"], test["votes"], **common)
     prior = np.bincount(train_labels, minlength=len(ds.classes)) / len(train_labels)
@@ -188,7 +191,7 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     runs = [best, *others]
     card = save_model(out_dir, [m for r in runs for m in r.models], cfg, classes=classes, check_images=test["images"],
                       member_trials=[r.cfg for r in runs for _ in r.models] if others else None,
-                      temperature=calibration["temperature"],
+                      temperature=calibration["temperature"], weights=model_weights.tolist() if others else None,
                       card={"data": info, "study": defn.name, "trial": trial.number, "cv": metrics["cv"],
                             "selection": metrics["selection"], "exported": metrics["exported"],
                             "calibration": {k: v for k, v in calibration.items() if k != "oof"},
@@ -224,7 +227,9 @@ def _preset_words(name: str) -> str:
 
 def _exported_words(selection: Selection, seeds: int) -> str:
     trials = ", ".join(str(t.number) for t in selection.members)
-    what = (f"the average of {len(selection.members) * seeds} networks: trials {trials} x {seeds} seeds"
+    shares = ("weighted " + "/".join(f"{w:.2f}" for w in selection.weights) + " "
+              if selection.greedy is not None else "")
+    what = (f"the {shares}average of {len(selection.members) * seeds} networks: trials {trials} x {seeds} seeds"
             if len(selection.members) > 1 else f"the average of trial {trials}'s {seeds} seeds")
     return f"{what}; chosen by out-of-fold evidence, never the test set: {selection.block()['why']}"
 
@@ -244,7 +249,8 @@ def finalize(defn: StudyDef, study: optuna.Study, *, run_dir: Path, device: str,
     train = data.dataset(cfg.input).train
     selection = select(study, trial, top_k=defn.final.top_k, labels=train.labels.cpu().numpy(),
                        groups=train.groups.cpu().numpy(), metric=defn.study.metric, num_classes=data.num_classes,
-                       n_boot=defn.final.bootstrap, seed=defn.study.seed, keep_default=defn.final.keep_default)
+                       n_boot=defn.final.bootstrap, seed=defn.study.seed, keep_default=defn.final.keep_default,
+                       ensemble=defn.final.ensemble)
     trial = selection.members[0]  # the winner, or the default configuration when the winner is not better
     return finalize_trial(defn, study, trial, out_dir=out_dir, run_dir=Path(run_dir), device=device,
                           command=command, data=data, selection=selection)

@@ -129,7 +129,8 @@ class Predictions:
     classes: list[str]
     labels: np.ndarray
     members: np.ndarray  # (S, N, K): each seed of the exported ensemble, before calibration
-    exported: np.ndarray  # (N, K): what the exported model outputs (seeds averaged, temperature applied)
+    average: np.ndarray  # (N, K): the members' (weighted) average, before calibration
+    exported: np.ndarray  # (N, K): what the exported model outputs (the average, temperature applied)
     presets: dict[str, np.ndarray]  # retrained preset -> (N, K), its seeds averaged
     calibration: dict[str, Any]
     duplicates: dict[str, Any]
@@ -166,8 +167,9 @@ def predictions(run_dir: Path, folder: Path) -> Predictions:
         if not np.array_equal(pkeep, keep):
             raise SearchError(f"baseline {d.name} could not decode images the model decoded")
         presets[d.name] = _member_probs(pmodel, px).mean(0)  # its seeds averaged, as in final
-    return Predictions(final=final, classes=classes, labels=labels[keep], members=members,
-                       exported=apply_temperature(members.mean(0), calibration["temperature"]), presets=presets,
+    average = np.average(members, axis=0, weights=model.weights)
+    return Predictions(final=final, classes=classes, labels=labels[keep], members=members, average=average,
+                       exported=apply_temperature(average, calibration["temperature"]), presets=presets,
                        calibration=calibration, duplicates=duplicates, skipped=decode.skipped)
 
 
@@ -178,7 +180,7 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
                                                             p.duplicates)
     votes = np.eye(len(classes), dtype=np.int64)[labels]  # one label per image: a one-hot "vote"
     common = {"classes": classes, "groups": None, "n_boot": n_boot, "seed": seed}
-    raw, calibration = members.mean(0, keepdims=True), p.calibration
+    raw, calibration = p.average[None], p.calibration
     exported = p.exported[None]  # what the exported model outputs
     n_seeds = len(final.get("seeds") or [len(members)])
     out: dict[str, Any] = {

@@ -156,6 +156,7 @@ class StorageSection:
 class FinalSection:
     seeds: int = 3
     top_k: int = 1  # the exported model averages the best 1..top_k trials, as the out-of-fold score says
+    ensemble: str = "top_k"  # top_k | greedy: Caruana's selection on out-of-fold NLL, at most top_k distinct trials
     baseline_presets: tuple[str, ...] = ("default", *SEED_NETS)
     bootstrap: int = 1000
     calibrate: bool = True  # temperature scaling fitted on out-of-fold predictions, folded into the model
@@ -165,10 +166,9 @@ class FinalSection:
     keep_default: bool = True  # export the default trial unless the winner beats it out of fold (final/selection.py)
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise StudyDefError(f"final.seeds must be >= 1, got {self.seeds}")
-        if self.top_k < 1:
-            raise StudyDefError(f"final.top_k must be >= 1, got {self.top_k}")
+        if self.seeds < 1 or self.top_k < 1:
+            raise StudyDefError(f"final.seeds and final.top_k must be >= 1, got {self.seeds} and {self.top_k}")
+        _choice("final.ensemble", self.ensemble, ("top_k", "greedy"))
         if self.bootstrap < 0:
             raise StudyDefError(f"final.bootstrap must be >= 0, got {self.bootstrap}")
         for p in self.baseline_presets:
@@ -188,9 +188,7 @@ _SECTIONS: dict[str, type] = {
 
 # Keys that do not change what a trial computes: a worker may differ in these and still join.
 _RUN_ONLY = {("study", "trials"), ("training", "device"), ("training", "deterministic"), ("data", "source"),
-             ("final", "seeds"), ("final", "baseline_presets"), ("final", "bootstrap"), ("final", "top_k"),
-             ("final", "calibrate"), ("final", "label_shift"), ("final", "votes"), ("final", "per_class"),
-             ("final", "keep_default")}
+             *(("final", f.name) for f in dataclasses.fields(FinalSection))}
 
 
 @dataclass(frozen=True)

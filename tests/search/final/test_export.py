@@ -60,6 +60,30 @@ def test_ensemble_averages_member_softmax() -> None:
     torch.testing.assert_close(got.sum(1), torch.ones(5))
 
 
+def test_a_weighted_ensemble_round_trips_through_model_pt_and_onnx(tmp_path: Path) -> None:
+    """A greedy ensemble's weights: the output is the weighted average in PyTorch, after loading, and in ONNX."""
+    import onnxruntime as ort
+
+    models, cfg = _models(3)
+    weights = [0.5, 0.3, 0.2]
+    images = torch.randint(0, 256, (6, 1, 64, 64), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    card = save_model(tmp_path, models, cfg, card={"data": DATA, "seeds": [1], "epochs": 3}, classes=CLASSES,
+                      check_images=images, member_trials=[cfg] * 3, weights=weights)
+    x = normalize(images)
+    with torch.no_grad():
+        probs = torch.stack([torch.softmax(m(x), 1) for m in models])
+        want = (probs * torch.tensor(weights)[:, None, None]).sum(0)
+        loaded, _ = load_model(tmp_path)
+        torch.testing.assert_close(loaded(x), want)
+        assert not torch.allclose(want, probs.mean(0), atol=1e-4)  # the weights matter for these members
+    assert card["onnx"]["exported"]
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="weights summing to 1"):
+        EnsembleCNN.from_models(cfg.model, models, weights=[0.5, 0.5, 0.5])
+
+
 def test_model_pt_holds_only_plain_values(exported: tuple) -> None:
     out, models, cfg = exported
     blob = torch.load(out / "model.pt", weights_only=True)

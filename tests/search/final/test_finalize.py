@@ -452,3 +452,37 @@ def test_the_reports_objective_words_match_the_value_optimised() -> None:
     from search.run.train import LAST_EPOCHS
 
     assert f"last {LAST_EPOCHS} epochs" in OBJECTIVE_WORDS["last_mean"]
+
+
+def test_a_greedy_ensemble_is_exported_with_its_weights(finished_run: Path, tmp_path: Path) -> None:
+    """final.ensemble=greedy: the members' weights are in metrics.json and model.pt, and the loaded model's output
+    is the weighted average of its members (temperature applied) that the final step scored."""
+    import shutil
+
+    import torch
+
+    from search.final.export import load_model
+
+    out = tmp_path / "runs"
+    shutil.copytree(finished_run, out)
+    rc = main(["-q", "finalize", "--out", str(out), "--study", "anklealign", "--set", "final.ensemble=greedy",
+               "--set", "final.top_k=3", "--set", "final.baseline_presets=[]"])
+    assert rc == 0
+    best = out / "anklealign" / "best"
+    m = json.loads((best / "metrics.json").read_text())
+    sel = m["selection"]
+    assert len(sel["weights"]) == len(sel["trials"]) <= 3 and sum(sel["weights"]) == pytest.approx(1, abs=1e-3)
+    assert "greedy ensemble selection" in sel["why"] and len(sel["greedy_nll"]) == 25
+    assert min(sel["greedy_nll"]) <= sel["greedy_nll"][0]
+    model, card = load_model(best)
+    seeds = len(m["seeds"])
+    if model.weights is not None:  # several trials: each network carries its trial's share over its seeds
+        assert model.weights == pytest.approx([w / seeds for w in sel["weights"] for _ in range(seeds)])
+    pre = card["preprocessing"]
+    x = torch.rand(4, 3 if pre["color"] == "rgb" else 1, pre["image_size"], pre["image_size"])
+    with torch.no_grad():
+        members = torch.stack([torch.softmax(mm(x), 1) for mm in model.members])
+        w = torch.tensor(model.weights or [1 / len(model.members)] * len(model.members))
+        mean = (members * w[:, None, None]).sum(0)
+        expected = torch.softmax(torch.log(mean) / model.temperature, 1)
+        assert torch.allclose(model(x), expected, atol=1e-5)
