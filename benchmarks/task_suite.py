@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="11,12,13", help="task seeds (the twin: generator seeds)")
     parser.add_argument("--study-seeds", default="0", help="study seeds of the tpe arm (the spread of its choice)")
     parser.add_argument("--arms", default="tpe,random,oracle",
-                        help="tpe, random, oracle (where the task has one), greedy (the tpe trials, another final step)")
+                        help="tpe, random, oracle (where the task has one), greedy (the tpe trials, another final "
+                             "step)")
     parser.add_argument("--rule", default="new", help="a name for the code under test, e.g. today or new")
     parser.add_argument("--code", default=str(ROOT), help="the checkout whose 'python -m search' runs")
     parser.add_argument("--work", default="", help="task folders and runs (default: a temp folder)")

@@ -1,4 +1,4 @@
-"""Presets moved into restricted search spaces: every preset lands in the space, and only what the space forbids moves."""
+"""Presets moved into restricted search spaces: each lands in the space, and only what the space forbids moves."""
 
 from __future__ import annotations
 
