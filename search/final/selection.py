@@ -203,7 +203,8 @@ class Greedy:
     def why(self) -> str:
         return (f"greedy ensemble selection (Caruana et al. 2004: members added with replacement while the "
                 f"out-of-fold NLL falls): {self.nll[0]:.4f} for the exported trial alone, "
-                f"{self.nll[self.steps - 1]:.4f} after {self.steps} step(s), {sum(w > 0 for w in self.weights)} trial(s)")
+                f"{self.nll[self.steps - 1]:.4f} after {self.steps} step(s), "
+                f"{sum(w > 0 for w in self.weights)} trial(s)")
 
 
 def greedy_ensemble(oof: Sequence[np.ndarray], labels: np.ndarray, *, max_members: int,
