@@ -21,14 +21,22 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from search.final.annotators import annotator_agreement, answers_without_images
 from search.final.calibration import apply_temperature, reliability_png
 from search.final.card import card_summary, confusion_png, confusion_title
 from search.final.export import save_model
 from search.final.gain import search_gain
-from search.final.retrain import Trained, best_trial, probabilities, retrain, retrain_epochs, retrain_presets
+from search.final.retrain import (
+    Trained,
+    best_trial,
+    probabilities,
+    reference_plan,
+    retrain,
+    retrain_epochs,
+    retrain_presets,
+)
 from search.final.scoring import baselines, score_seeds
 from search.final.selection import Selection, select
 from search.final.testset import TEST_READS, read_test, reads_block
@@ -117,6 +125,7 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     # label-shift estimate here and in 'search score'.
     reference = (apply_temperature(np.average(oofs, axis=0, weights=weights), calibration["temperature"])
                  if usable else None)
+    _log.info("final: plan: %s", _plan(defn, study, selection, len(seeds)))
     # 1. Train everything. Nothing so far has read the test split.
     best = retrain(f"trial {trial.number}", cfg, ds, epochs=epochs, seeds=seeds, device=dev, epochs_from=epochs_why)
     others = [_retrain_member(t, defn, ds, seeds, dev) for t in selection.members[1:]]
@@ -218,6 +227,34 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
                      "longer untouched by choices made after seeing earlier ones", defn.name, test["reads"],
                      run_dir / TEST_READS)
     return metrics
+
+
+def _plan(defn: StudyDef, study: optuna.Study, selection: Selection, seeds: int) -> str:
+    """What the final step will train and about how long, from the trials' own epoch times (all folds of an
+    epoch train on (folds - 1) x the pool, so one epoch on the whole pool takes about 1 / (folds - 1) of it)."""
+    names, rest = reference_plan(defn, study)
+    by_preset = {TrialRecord.of(t).preset: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    exported_default = TrialRecord.of(selection.members[0]).preset == "default"
+    jobs = [(f"trial {t.number}", t) for t in selection.members]
+    jobs += [(n, by_preset.get(n)) for n in names if not (n == "default" and exported_default)]
+    per_epoch = [float(np.mean(r.epoch_seconds)) / max(1, defn.cv.folds - 1)
+                 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if (r := TrialRecord.of(t)).epoch_seconds]
+    typical = float(np.median(per_epoch)) if per_epoch else None
+    seconds, epochs = 0.0, 0
+    for _, t in jobs:
+        r = TrialRecord.of(t) if t is not None else None
+        e = (r.epochs_run or defn.training.max_epochs) if r is not None else defn.training.max_epochs
+        own = float(np.mean(r.epoch_seconds)) / max(1, defn.cv.folds - 1) if r is not None and r.epoch_seconds else None
+        epochs = max(epochs, e)
+        seconds += seeds * e * (own or typical or 0.0)
+    text = (f"{len(jobs)} configuration(s) x {seeds} seed(s), up to {epochs} epochs each: "
+            + ", ".join(n for n, _ in jobs))
+    if rest:
+        text += f"; {len(rest)} seed net(s) reported from their CV scores, not retrained (final.references)"
+    if typical is not None:
+        text += f"; about {seconds / 60:.1f} min from the trials' own epoch times"
+    return text
 
 
 def _preset_words(name: str) -> str:

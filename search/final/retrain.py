@@ -28,7 +28,7 @@ from search.study.records import TrialRecord
 from space import TrialCfg
 from space.search_space import SearchSpace
 
-__all__ = ["best_trial", "pick_trial", "with_final_overrides", "retrain_epochs", "Trained", "retrain",
+__all__ = ["reference_plan", "best_trial", "pick_trial", "with_final_overrides", "retrain_epochs", "Trained", "retrain",
            "retrain_presets", "probabilities"]
 
 _log = logging.getLogger(__name__)
@@ -104,17 +104,46 @@ def retrain(name: str, cfg: TrialCfg, ds: anklealign.Dataset, *, epochs: int, se
     return Trained(name, cfg, ds, epochs, models, epochs_from, losses)
 
 
+def reference_plan(defn: StudyDef, study: optuna.Study) -> tuple[list[str], dict[str, Any]]:
+    """Which of ``final.baseline_presets`` the final step retrains, and the others with their CV scores.
+
+    The default configuration always (the comparison that says what the search added), and the
+    ``final.references`` seed nets with the best cross-validated values in the study (0: every listed one). A
+    seed net that is not retrained is reported from its CV score, said as such: retraining all of them cost
+    more than the search on larger data.
+    """
+    listed = list(defn.final.baseline_presets)
+    cv: dict[str, float] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        name = TrialRecord.of(t).preset
+        if name in listed and t.value is not None and t.value > cv.get(name, float("-inf")):
+            cv[name] = t.value
+    nets = [n for n in listed if n != "default"]
+    if defn.final.references and len(nets) > defn.final.references:
+        ranked = sorted(nets, key=lambda n: (-cv.get(n, float("-inf")), listed.index(n)))
+        keep = set(ranked[:defn.final.references])
+        rest = {n: {"kind": "preset", "cv_value": cv.get(n), "cv_rank": ranked.index(n) + 1,
+                    "skipped": (f"not retrained: cross-validated {defn.study.metric} {cv[n]:.3f}, rank "
+                                f"{ranked.index(n) + 1} of {len(nets)} seed nets (only the best "
+                                f"{defn.final.references} are retrained; final.references=0 retrains all)"
+                                if n in cv else "not retrained: no complete trial in the study")}
+                for n in nets if n not in keep}
+        return [n for n in listed if n == "default" or n in keep], rest
+    return listed, {}
+
+
 def retrain_presets(defn: StudyDef, study: optuna.Study, ctx: DataContext, *, seeds: list[int],
              device: torch.device, reuse: Trained | None = None) -> tuple[list[Trained], dict[str, Any]]:
-    """Retrain ``final.baseline_presets`` like the best trial; presets that cannot run are reported.
+    """Retrain the presets of :func:`reference_plan` like the best trial; the others are reported.
 
     ``reuse``: models already trained with these seeds (the exported trial's); a preset with the same
     recipe and epochs takes them instead of training again (the exported default configuration).
     """
     space = SearchSpace.from_dict(dict(defn.space))
     num_classes = ctx.num_classes
-    trained, skipped = [], {}
-    for name in defn.final.baseline_presets:
+    names, skipped = reference_plan(defn, study)
+    trained = []
+    for name in names:
         cfg, moved = preset_trial(name, space, defn.training.max_epochs, num_classes=num_classes,
                                   traits=ctx.default_traits())
         if moved:

@@ -158,6 +158,7 @@ class FinalSection:
     top_k: int = 1  # the exported model averages the best 1..top_k trials, as the out-of-fold score says
     ensemble: str = "top_k"  # top_k | greedy: Caruana's selection on out-of-fold NLL, at most top_k distinct trials
     baseline_presets: tuple[str, ...] = ("default", *SEED_NETS)
+    references: int = 2  # retrain "default" and this many of the listed seed nets, best CV first; 0 = every one
     bootstrap: int = 1000
     calibrate: bool = True  # temperature scaling fitted on out-of-fold predictions, folded into the model
     label_shift: bool = True  # estimate the test prior from unlabelled outputs; a prior-adjusted row
@@ -169,8 +170,9 @@ class FinalSection:
         if self.seeds < 1 or self.top_k < 1:
             raise StudyDefError(f"final.seeds and final.top_k must be >= 1, got {self.seeds} and {self.top_k}")
         _choice("final.ensemble", self.ensemble, ("top_k", "greedy"))
-        if self.bootstrap < 0:
-            raise StudyDefError(f"final.bootstrap must be >= 0, got {self.bootstrap}")
+        if self.bootstrap < 0 or self.references < 0:
+            raise StudyDefError(f"final.bootstrap and final.references must be >= 0, got {self.bootstrap}, "
+                                f"{self.references}")
         for p in self.baseline_presets:
             _choice("final.baseline_presets", p, _PRESET_NAMES)
 

@@ -111,7 +111,9 @@ def metric_rows(m: dict[str, Any]) -> list[str]:
             ("ensemble (the exported model)", m["ensemble"], False)]
     for name, b in m["baselines"].items():
         if "skipped" in b:
-            rows.append((f"{name}: skipped ({b['skipped']})", {}, False))
+            cv = b.get("cv_value")
+            label = f"{name}: CV {cv:.3f}, not retrained" if cv is not None else f"{name}: skipped ({b['skipped']})"
+            rows.append((label, {}, False))
             continue
         label = {"train_majority": f"always {b.get('predicts')} (train majority)",
                  "test_majority_oracle": f"always {b.get('predicts')} (ORACLE)",
