@@ -25,7 +25,7 @@ from search.study.records import StudyRecord, TrialRecord
 from search.study.storage import redact
 from search.view.dashboard import dashboard_url, is_loopback, make_dashboard_server, release, serve_until_signal
 from search.view.report import write_report
-from search.view.text import format_table, gain_lines, metric_rows, trust_lines
+from search.view.text import format_table, gain_lines, metric_rows, summary_lines, trust_lines
 
 __all__ = ["cmd_best", "cmd_finalize", "cmd_export", "cmd_score", "cmd_report", "cmd_dashboard", "summary_rows",
            "publish_final"]
@@ -79,12 +79,13 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def publish_final(study: optuna.Study, run_dir: Path, metrics: dict[str, Any]) -> None:
-    """Print the final table and the files, and attach both to the dashboard (a failure there only warns)."""
+    """Print the summary (the full table goes to ``best/summary.txt``) and attach the files to the dashboard (a
+    failure there only warns)."""
     table = format_table(metrics)
-    print(table)
-    StudyRecord(exported={"trial": metrics["trial"], "why": metrics.get("exported")}).write(study)
     best = run_dir / "best"
-    print(f"files: {best}: {', '.join(metrics['files'])}")
+    atomic.write_text(best / "summary.txt", table + "\n")
+    print("\n".join(summary_lines(metrics, run_dir=run_dir)))
+    StudyRecord(exported={"trial": metrics["trial"], "why": metrics.get("exported")}).write(study)
     try:
         attach_final(study, metrics["trial"], run_dir, [best / f for f in metrics["files"]], f"```\n{table}\n```")
     except Exception as exc:  # the files are written; a dashboard problem must not undo that

@@ -27,7 +27,7 @@ from search.final.annotators import annotator_agreement, answers_without_images
 from search.final.calibration import apply_temperature, reliability_png
 from search.final.card import card_summary, confusion_png, confusion_title
 from search.final.export import save_model
-from search.final.gain import search_gain
+from search.final.gain import net_word, search_gain
 from search.final.retrain import (
     Trained,
     best_trial,
@@ -167,7 +167,7 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
     base.update(skipped)
     gain = search_gain(ens_probs, preset_probs, test["labels"], random=base.get("stratified_random"),
                        metric=defn.study.metric, groups=test["groups"], n_boot=n_boot, seed=boot_seed,
-                       model_score=ensemble, seed_nets=SEED_NETS)
+                       model_score=ensemble, seed_nets=SEED_NETS, net_word=net_word(info))
     humans = annotator_agreement(test["annotator_labels"], annotators=ds.annotators, num_classes=len(classes),
                                  model_predictions={"model": probs.argmax(-1), "ensemble": ens_probs.argmax(-1)},
                                  constants=answers_without_images(prior, classes, test["labels"]), n_boot=n_boot,

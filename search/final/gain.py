@@ -17,7 +17,7 @@ import numpy as np
 from search.final.scoring import group_bootstrap, weighted_metrics
 from search.run.metrics import cell_codes
 
-__all__ = ["paired_difference", "search_gain"]
+__all__ = ["net_word", "paired_difference", "search_gain"]
 
 
 def paired_difference(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, *, metric: str,
@@ -36,9 +36,15 @@ def paired_difference(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarr
     return {"difference": point, "ci95": ci}
 
 
+def net_word(data: Mapping[str, Any]) -> str:
+    """The student's hand-made nets are "seed nets" on AnkleAlign, where they come from; elsewhere "reference nets"."""
+    return "seed net" if data.get("kind") == "anklealign" else "reference net"
+
+
 def search_gain(model: np.ndarray, presets: Mapping[str, np.ndarray], labels: np.ndarray, *,
                 random: Mapping[str, Any] | None, metric: str, groups: np.ndarray | None, n_boot: int, seed: int,
-                model_score: Mapping[str, Any], seed_nets: tuple[str, ...]) -> dict[str, Any]:
+                model_score: Mapping[str, Any], seed_nets: tuple[str, ...],
+                net_word: str = "seed net") -> dict[str, Any]:
     """The ``search_gain`` block: the exported model (``model``, (1, M, K)) against each preset's seeds.
 
     Args:
@@ -46,6 +52,7 @@ def search_gain(model: np.ndarray, presets: Mapping[str, np.ndarray], labels: np
         random: the stratified-random baseline's block (its ``metric`` entry), if scored.
         model_score: the exported model's block of :func:`search.final.scoring.score_seeds`.
         seed_nets: which preset names are the student's seed nets (the rest, e.g. ``default``, are ours).
+        net_word: what to call them: "seed net" on AnkleAlign, "reference net" on other data.
     """
     vs = {name: paired_difference(model, p, labels, metric=metric, groups=groups, n_boot=n_boot, seed=seed)
           for name, p in presets.items()}
@@ -55,7 +62,7 @@ def search_gain(model: np.ndarray, presets: Mapping[str, np.ndarray], labels: np
     if best_net is not None:
         d = nets[best_net]
         if d["ci95"] is None or d["ci95"][0] <= 0:
-            warnings.append(f"the search found nothing better than the seed net {best_net}: the exported model's "
+            warnings.append(f"the search found nothing better than the {net_word} {best_net}: the exported model's "
                             f"{metric} is {d['difference']:+.3f} from it" + _ci(d["ci95"]))
     notes = []
     own = vs.get("default")

@@ -25,7 +25,7 @@ import torch
 from anklealign import DataError, decode_image, known_copies
 from search.final.calibration import apply_temperature
 from search.final.export import load_model
-from search.final.gain import search_gain
+from search.final.gain import net_word, search_gain
 from search.final.predict import IMAGE_SUFFIXES
 from search.final.scoring import baselines, score_seeds
 from search.final.testset import TEST_READS, log_test_read
@@ -216,7 +216,8 @@ def score_folder(run_dir: Path, folder: Path, *, n_boot: int = 1000, seed: int =
     metric = (final.get("cv") or {}).get("metric", "macro_f1")
     out["search_gain"] = search_gain(exported, preset_probs, labels,
                                      random=base.get("stratified_random"), metric=metric, groups=None,
-                                     n_boot=n_boot, seed=seed, model_score=out["ensemble"], seed_nets=SEED_NETS)
+                                     n_boot=n_boot, seed=seed, model_score=out["ensemble"], seed_nets=SEED_NETS,
+                                     net_word=net_word(final.get("data") or {}))
     out["bootstrap"] = {"resamples": n_boot, "seed": seed,
                         "interval": "95 % BCa (percentile where BCa is undefined) over the folder's images"}
     out["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

@@ -53,8 +53,9 @@ def make_objective(
     study_seed: int,
     objective: str = "best_epoch",
     stop: threading.Event | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> Callable[[optuna.Trial], float]:
-    """Build the objective for one study run."""
+    """Build the objective for one study run. ``progress(trial number, epoch, value)`` hears of every epoch."""
 
     def run(trial: optuna.Trial) -> float:
         cfg = suggest(trial, space, max_epochs=max_epochs, num_classes=data.num_classes)
@@ -68,6 +69,8 @@ def make_objective(
         pool, folds = data.pool(cfg.input)
 
         def on_epoch(epoch: int, value: float) -> None:
+            if progress is not None:
+                progress(trial.number, epoch, value)
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} (validation {metric} {value:.4f})")

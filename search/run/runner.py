@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -124,9 +125,20 @@ def run_trials(session: Session, opts: RunOptions, *, stop: threading.Event | No
     defn, study, storage, data = session.defn, session.study, session.storage, session.data
     device = data.device
 
+    # The bar is for a terminal: in a redirected log it would leave carriage returns; the per-trial lines
+    # (printed either way) tell the same story there.
+    show = opts.show_progress and sys.stderr.isatty()
+    bar = tqdm(total=opts.trials, initial=min(finished_count(study), opts.trials), desc=defn.name, unit="trial",
+               dynamic_ncols=True, disable=not show, leave=True)
+    best_text = {"value": "-"}
+
+    def progress(number: int, epoch: int, value: float) -> None:  # inside a trial: its epoch and score
+        bar.set_postfix_str(f"best={best_text['value']}, trial {number} epoch {epoch + 1}/"
+                            f"{defn.training.max_epochs} {defn.study.metric} {value:.3f}", refresh=True)
+
     objective = make_objective(data=data, space=session.space, max_epochs=defn.training.max_epochs,
                                metric=defn.study.metric, study_seed=defn.study.seed,
-                               objective=defn.study.objective, stop=stop)
+                               objective=defn.study.objective, stop=stop, progress=progress if show else None)
     target = opts.trials
     done = finished_count(study)
     _log.info("study %s: %d/%d finished trials, storage %s, device %s", defn.name, done, target,
@@ -134,8 +146,6 @@ def run_trials(session: Session, opts: RunOptions, *, stop: threading.Event | No
     if (note := startup_note(defn, target)) is not None:
         _log.warning("%s", note)
     t_start = time.monotonic()
-    bar = tqdm(total=target, initial=min(done, target), desc=defn.name, unit="trial", dynamic_ncols=True,
-               disable=not opts.show_progress, leave=True)
     interrupted = False
     try:
         with _sigint_to_event(stop):
@@ -163,8 +173,8 @@ def run_trials(session: Session, opts: RunOptions, *, stop: threading.Event | No
                 bar.n = min(finished_count(study, trials), target)
                 counts = _state_counts(trials)
                 best = _best_value(trials)
-                bar.set_postfix(pruned=counts.get(TrialState.PRUNED, 0), best=f"{best:.4f}" if best is not None
-                                else "-", refresh=False)
+                best_text["value"] = f"{best:.4f}" if best is not None else "-"
+                bar.set_postfix(pruned=counts.get(TrialState.PRUNED, 0), best=best_text["value"], refresh=False)
                 bar.refresh()
                 if interrupted:
                     break

@@ -262,11 +262,15 @@ def metrics_rows(metrics: Mapping[str, Any]) -> tuple[list[tuple[str, dict[str, 
 def metrics_figure(rows: list[tuple[str, dict[str, Point]]], names: list[str]) -> go.Figure:
     """Grouped bars per metric, one colour per system, with 95 % intervals as error bars."""
     fig = go.Figure()
+    palette = iter(["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                    "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94"] * 3)
     for system, pts in rows:
+        # The exported model in its own colour, which no other bar takes.
+        colour = "#d62728" if "exported" in system or system.startswith("ensemble") else next(palette)
         ys = [pts[m][0] if m in pts else None for m in names]
         hi = [(pts[m][2] - pts[m][0]) if m in pts and pts[m][2] is not None else 0 for m in names]
         lo = [(pts[m][0] - pts[m][1]) if m in pts and pts[m][1] is not None else 0 for m in names]
-        fig.add_trace(go.Bar(name=system, x=names, y=ys,
+        fig.add_trace(go.Bar(name=system, x=names, y=ys, marker_color=colour,
                              error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
                              hovertemplate=f"{system}<br>%{{x}}: %{{y:.3f}}<extra></extra>"))
     fig.update_layout(barmode="group", yaxis_title="test-set score (95 % interval)", height=460,

@@ -38,7 +38,7 @@ from search.view.figures import (
     parallel_figure,
     presets_figure,
 )
-from search.view.text import rank_sentence, trust_lines
+from search.view.text import rank_sentence, summary_lines, trust_lines
 
 if TYPE_CHECKING:
     from search.study.definition import StudyDef
@@ -127,6 +127,64 @@ def _load_metrics(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(data, dict):
         return None, f"{path} is not a JSON object"
     return data, None
+
+
+_SORT_JS = """
+function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th),b=t.tBodies[0];
+const up=th.dataset.dir!=='asc';th.dataset.dir=up?'asc':'desc';
+const v=r=>r.children[i].dataset.v??r.children[i].textContent;
+[...b.rows].sort((x,y)=>{const a=v(x),c=v(y),n=parseFloat(a)-parseFloat(c);
+return (isNaN(n)?a.localeCompare(c):n)*(up?1:-1);}).forEach(r=>b.appendChild(r));}
+"""
+_TABLE_COLUMNS = ("number", "state", "value", "preset", "params_count", "epochs_run", "seconds", "prune_reason")
+
+
+def _summary_section(metrics: dict[str, Any] | None, run_dir: Path) -> str:
+    """The result first: what was exported and why, its test score against the references, the confusion
+    matrix and the final model's training loss."""
+    if metrics is None:
+        return _note("No final model yet: the trials are below; the final step writes best/metrics.json.")
+    try:
+        lines = summary_lines(metrics)
+    except (KeyError, TypeError) as exc:  # an older or hand-edited metrics.json
+        return _note(f"best/metrics.json lacks a field of the summary ({exc}); the test section has what it holds.")
+    parts = [f'<p class="banner">{html.escape(x)}</p>' if x.startswith("WARNING") else
+             f"<p><b>{html.escape(x.split(': ', 1)[0])}</b>: {html.escape(x.split(': ', 1)[1])}</p>"
+             if ": " in x else f"<p>{html.escape(x)}</p>" for x in lines]
+    png = run_dir / "best" / "confusion.png"
+    if png.is_file():
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        parts.append(f'<img alt="confusion matrix" style="max-width:480px" src="data:image/png;base64,{data}">')
+    losses = metrics.get("train_loss") or []
+    if losses:
+        fig = go.Figure([go.Scatter(y=list(seed), mode="lines", name=f"seed {i + 1}") for i, seed in enumerate(losses)])
+        fig.update_layout(xaxis_title="epoch", yaxis_title="mean training loss", height=320, margin={"t": 30},
+                          title=f"the exported trial's retraining on all {metrics['data'].get('train_images')} "
+                                "training images")
+        parts.append(_fig_html(fig))
+    return "".join(parts)
+
+
+def _trials_table(study: optuna.Study) -> str:
+    """Every trial in one table; a click on a heading sorts by it; the exported trial is marked."""
+    exported = (StudyRecord.of(study).exported or {}).get("trial")
+    rows = trial_rows(study.get_trials(deepcopy=False), exported)
+    head = "".join(f'<th onclick="sortBy(this)" style="cursor:pointer">{c}</th>' for c in _TABLE_COLUMNS)
+    body = ""
+    for r in rows:
+        cells = "".join(f'<td data-v="{"" if r.get(c) is None else r.get(c)}">'
+                        f'{html.escape(_cell_text(r.get(c)))}</td>' for c in _TABLE_COLUMNS)
+        mark = ' style="background:#fff3c4;font-weight:bold" title="exported"' if r["exported"] else ""
+        body += f"<tr{mark}>{cells}</tr>"
+    return (f"<script>{_SORT_JS}</script><table class=\"m\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+            "</table>" + _note("Click a heading to sort. Highlighted: the exported trial. Every column and parameter "
+                               "is in trials.csv."))
+
+
+def _cell_text(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def _data_section(study: optuna.Study, metric: str, defn: StudyDef | None) -> str:
@@ -245,7 +303,10 @@ def _trust_section(metrics: Mapping[str, Any], run_dir: Path | None) -> str:
 def _sections(study: optuna.Study, run_dir: Path, metric: str, defn: StudyDef | None) -> list[tuple[str, str, str]]:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    sections = [("data", "Data and study", _data_section(study, metric, defn))]
+    metrics, problem = _load_metrics(run_dir)
+    sections = [("summary", "Result", _summary_section(metrics, run_dir)),
+                ("data", "Data and study", _data_section(study, metric, defn)),
+                ("trials", "Trials", _trials_table(study))]
 
     sections.append(("history", "Optimisation history",
                      _fig_html(history_figure(study, metric)) if complete else _note("No complete trial yet.")))
@@ -260,15 +321,26 @@ def _sections(study: optuna.Study, run_dir: Path, metric: str, defn: StudyDef | 
     sections.append(("parallel", "Parallel coordinates",
                      _fig_html(parallel) if parallel is not None else _note("No complete trial with parameters.")))
     presets = presets_figure(trials, metric)
-    sections.append(("presets", "Seed nets versus the best trial",
+    nets = "Seed nets" if (StudyRecord.of(study).data or {}).get("kind", "anklealign") == "anklealign" else \
+        "Reference nets (the AnkleAlign student's hand-made nets)"
+    sections.append(("presets", f"{nets} versus the best trial",
                      _fig_html(presets) + _note("Blue: complete seed nets (cross-validated value); red: pruned "
                                                 "or failed ones (their last validation value); green: the "
                                                 "best trial.") if presets is not None
                      else _note("No seed-net trial (user attribute 'preset') in this study.")))
-    metrics, problem = _load_metrics(run_dir)
-    sections.append(("test", "Test set (consensus) metrics of the final model",
+    sections.append(("test", "Test set metrics of the final model",
                      _test_section(metrics, problem, study.study_name, run_dir)))
     return sections
+
+
+def _counts(study: optuna.Study) -> str:
+    """Trials by state, in words: waiting trials are queued, not run."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    done = {s.name.lower(): states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            if states.count(s)}
+    text = f"{sum(done.values())} trials run (" + ", ".join(f"{n} {k}" for k, n in done.items()) + ")"
+    waiting = states.count(TrialState.WAITING) + states.count(TrialState.RUNNING)
+    return text + (f"; {waiting} queued or running" if waiting else "")
 
 
 def write_report(study: optuna.Study, run_dir: Path, *, defn: StudyDef | None = None) -> Path:
@@ -292,7 +364,7 @@ def write_report(study: optuna.Study, run_dir: Path, *, defn: StudyDef | None = 
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_CSS}</style>\n<script>{get_plotlyjs()}</script>\n</head><body>"
             f"<h1>{html.escape(title)}</h1><p class='muted'>objective: cross-validated {html.escape(metric)} "
-            f"(maximised); {len(study.get_trials(deepcopy=False))} trials</p><nav>{nav}</nav>{body}"
+            f"(maximised); {_counts(study)}</p><nav>{nav}</nav>{body}"
             f"</body></html>\n")
     path = atomic.write_text(run_dir / "report.html", page)
     write_trials_csv(study, run_dir / "trials.csv")

@@ -8,7 +8,8 @@ from typing import Any
 from anklealign.report import twin_sentence
 from search.run.metrics import METRICS
 
-__all__ = ["format_table", "metric_rows", "gain_lines", "trust_lines", "rank_sentence"]
+__all__ = ["format_table", "metric_rows", "gain_lines", "trust_lines", "rank_sentence", "chosen_sentence",
+           "summary_lines"]
 
 
 def _cell(entry: Any, *, std: bool = False) -> str:
@@ -186,3 +187,61 @@ def format_table(m: dict[str, Any]) -> str:
     if isinstance(reads, int):
         lines.append(f"test-label reads of this study: {reads} ({m['test_reads']['log']})")
     return "\n".join(lines)
+
+
+def chosen_sentence(m: dict[str, Any]) -> str:
+    """Which trial was exported and by which rule, in one sentence (the console, the report's summary, the card)."""
+    sel = m.get("selection") or {}
+    vs = sel.get("versus_default") or {}
+    trial, others = m.get("trial"), vs.get("candidates")
+    if vs.get("kept") == "default":
+        text = (f"trial {trial}, the default configuration: no trial beat it out of fold by more than the best of "
+                f"{others} trials of equal skill would by chance (best {vs['difference']:+.3f}, p = "
+                f"{vs['p_value']:.2f})")
+    elif vs.get("kept") in ("winner", "other"):
+        text = (f"trial {trial}: it beat the default configuration (trial {vs['default_trial']}) out of fold by more "
+                f"than the best of {others} trials of equal skill would by chance (p = {vs['p_value']:.3f})")
+    else:
+        text = f"trial {trial}, the best cross-validated value"
+    members = sel.get("trials") or [trial]
+    if len(members) > 1:
+        weights = sel.get("weights") or []
+        how = ("greedy ensemble selection on out-of-fold NLL" if sel.get("greedy_nll") else
+               "the best out-of-fold score of the averaged trials")
+        text += (f"; averaged with trial(s) {', '.join(str(t) for t in members[1:])} by {how}"
+                 + (f" (weights {'/'.join(f'{w:.2f}' for w in weights)})" if weights and sel.get("greedy_nll") else ""))
+    return text + f"; x {len(m.get('seeds') or [])} seed(s)"
+
+
+def summary_lines(m: dict[str, Any], *, run_dir: Any = None) -> list[str]:
+    """The few lines a run ends with: what was exported and why, its test score against the references, where
+    the files are. The full table goes to ``best/summary.txt``."""
+    metric = (m.get("cv") or {}).get("metric", "macro_f1")
+    ens = m["ensemble"]
+    data = m["data"]
+    words = metric.replace("_", " ").replace("macro f1", "macro-F1")
+    lines = [f"exported: {chosen_sentence(m)}",
+             f"test set ({m['test_set']['images']} images, {data['note']}): {words} {_cell(ens.get(metric))}; "
+             f"accuracy {_cell(ens.get('accuracy'))}"]
+    gain = m.get("search_gain") or {}
+    vs = gain.get("vs") or {}
+    parts = []
+    fmt = lambda v: f"{v['difference']:+.3f}" + (f" [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"  # noqa: E731
+                                                 if v.get("ci95") else "")
+    if "default" in vs:
+        parts.append(f"default configuration {fmt(vs['default'])}")
+    nets = {n: v for n, v in vs.items() if n not in ("default", "stratified_random")}
+    if nets:
+        best = min(nets, key=lambda n: nets[n]["difference"])
+        word = "seed net" if data.get("kind") == "anklealign" else "reference net"
+        parts.append(f"best {word} ({best}) {fmt(nets[best])}")
+    if "stratified_random" in vs:
+        parts.append(f"random guessing {fmt(vs['stratified_random'])}")
+    if parts:
+        lines.append("  exported minus: " + "; ".join(parts) + " (95 % intervals)")
+    lines += [f"WARNING: {w}" for w in (gain.get("warnings") or [])[:2]]
+    if run_dir is not None:
+        best_dir = f"{run_dir}/best"
+        lines += [f"model: {best_dir}/model.pt (and model.onnx, model_card.json)",
+                  f"full table (calibration, label shift, per class, annotators): {best_dir}/summary.txt"]
+    return lines

@@ -39,7 +39,17 @@ def test_run_final_export_predict_on_any_class_count(tmp_path: Path, classes: li
     k = len(classes)
     data = _image_folder(tmp_path / f"shapes{k}", classes, train=8, test=3, seed=k)
     out = tmp_path / "runs"
-    assert main(["-q", "run", "--data", str(data), "--out", str(out), "--trials", "2", *TINY]) == 0
+    capsys.readouterr()
+    assert main(["run", "--data", str(data), "--out", str(out), "--trials", "2", *TINY]) == 0
+    printed = capsys.readouterr()
+    # Results first: after the trial lines, a short summary (exported trial, test score, paths); no progress-bar
+    # debris when the output is not a terminal; no AnkleAlign wording for a folder of other pictures.
+    lines = printed.out.splitlines()
+    last_trial = max(i for i, line in enumerate(lines) if line.startswith("trial "))
+    assert 4 <= len(lines) - last_trial - 1 <= 12, lines[last_trial:]
+    assert lines[last_trial + 1].startswith("exported: trial ") and "real data" in lines[last_trial + 2]
+    assert "\r" not in printed.err and "\r" not in printed.out
+    assert "seed net" not in printed.out and "reference net" in printed.out
 
     # The study is named after the data: the folder's stem and its fingerprint.
     name = name_from_data(str(data), anklealign.inspect(data).fingerprint)

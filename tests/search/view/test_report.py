@@ -21,14 +21,17 @@ _spec.loader.exec_module(finished_study)
 build_study, METRICS_JSON = finished_study.build_study, finished_study.METRICS_JSON
 
 SECTIONS = {
+    "summary": "Result",
     "data": "Data and study",
+    "trials": "Trials",
     "history": "Optimisation history",
     "curves": "Learning curves and pruning",
     "importances": "Parameter importances",
     "parallel": "Parallel coordinates",
     "presets": "Seed nets versus the best trial",
-    "test": "Test set (consensus) metrics",
+    "test": "Test set metrics",
 }
+FIGURELESS = {"summary", "trials"}  # text, the confusion image and a table (the loss curve needs train_loss)
 
 
 def _sections(page: str) -> dict[str, str]:
@@ -56,7 +59,7 @@ def test_report_has_every_section_with_one_figure_and_the_synthetic_banner(full)
     assert list(sections) == list(SECTIONS)
     for sid, title in SECTIONS.items():
         assert f"<h2>{title}" in sections[sid]
-        assert sections[sid].count('class="plotly-graph-div"') == 1, sid
+        assert sections[sid].count('class="plotly-graph-div"') == (0 if sid in FIGURELESS else 1), sid
     # plotly.js once, inline: the report opens offline
     assert page.count("plotly.js v") == 1
     assert "<script src=" not in page and "cdn.plot.ly/plotly" not in page
@@ -138,3 +141,30 @@ def test_cli_report_writes_both_files_and_prints_their_paths(full, capsys: pytes
     out = capsys.readouterr().out
     assert str(run_dir / "report.html") in out and str(run_dir / "trials.csv") in out
     assert (run_dir / "report.html").is_file()
+
+
+def test_the_report_opens_with_the_result_and_a_sortable_table_marking_the_exported_trial(full) -> None:  # noqa: ANN001
+    study, _, page = full
+    sections = _sections(page)
+    summary = sections["summary"]
+    assert "<b>exported</b>: trial 0" in summary and "macro-F1 0.630 [0.470, 0.770]" in summary
+    assert "SYNTHETIC TWIN" in summary  # which data, right next to the score
+    table = sections["trials"]
+    assert table.count("<tr") == len(study.get_trials()) + 1 and 'onclick="sortBy(this)"' in table
+    # the header counts trials that ran, by state; waiting ones are not "run"
+    assert re.search(r"\d+ trials run \(\d+ complete", page)
+
+
+def test_summary_and_loss_curve_of_a_real_final_step(finished_run: Path) -> None:
+    from search.view.text import summary_lines
+
+    run_dir = finished_run / "anklealign"
+    m = json.loads((run_dir / "best" / "metrics.json").read_text())
+    lines = summary_lines(m, run_dir=run_dir)
+    assert len(lines) <= 9 and lines[0].startswith(f"exported: trial {m['trial']}")
+    assert f"{m['ensemble']['macro_f1']['mean']:.3f}" in lines[1]
+    assert (run_dir / "best" / "summary.txt").is_file()  # the full table, beside the model
+    assert "human annotators" in (run_dir / "best" / "summary.txt").read_text()
+    page = (run_dir / "report.html").read_text()
+    summary = _sections(page)["summary"]
+    assert 'alt="confusion matrix"' in summary and summary.count('class="plotly-graph-div"') == 1  # the loss curve
