@@ -57,7 +57,7 @@ h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margi
 .banner{background:#b00020;color:#fff;font-size:2em;font-weight:bold;padding:.6em 1em;border-radius:6px;
 text-align:center;letter-spacing:.03em} .real{background:#1b5e20;color:#fff;padding:.5em 1em;border-radius:6px}
 .muted{color:#666} table.m{border-collapse:collapse} table.m td,table.m th{border:1px solid #ccc;padding:4px 8px}
-nav a{margin-right:1em}
+nav a{margin-right:1em} .warn{background:#fdecea;color:#8a0016;font-weight:bold;padding:.5em 1em;border-radius:6px}
 """
 
 
@@ -148,7 +148,7 @@ def _summary_section(metrics: dict[str, Any] | None, run_dir: Path) -> str:
         lines = summary_lines(metrics)
     except (KeyError, TypeError) as exc:  # an older or hand-edited metrics.json
         return _note(f"best/metrics.json lacks a field of the summary ({exc}); the test section has what it holds.")
-    parts = [f'<p class="banner">{html.escape(x)}</p>' if x.startswith("WARNING") else
+    parts = [f'<p class="warn">{html.escape(x)}</p>' if x.startswith("WARNING") else
              f"<p><b>{html.escape(x.split(': ', 1)[0])}</b>: {html.escape(x.split(': ', 1)[1])}</p>"
              if ": " in x else f"<p>{html.escape(x)}</p>" for x in lines]
     png = run_dir / "best" / "confusion.png"
@@ -157,7 +157,8 @@ def _summary_section(metrics: dict[str, Any] | None, run_dir: Path) -> str:
         parts.append(f'<img alt="confusion matrix" style="max-width:480px" src="data:image/png;base64,{data}">')
     losses = metrics.get("train_loss") or []
     if losses:
-        fig = go.Figure([go.Scatter(y=list(seed), mode="lines", name=f"seed {i + 1}") for i, seed in enumerate(losses)])
+        fig = go.Figure([go.Scatter(x=list(range(1, len(seed) + 1)), y=list(seed), mode="lines+markers",
+                                    name=f"seed {i + 1}") for i, seed in enumerate(losses)])
         fig.update_layout(xaxis_title="epoch", yaxis_title="mean training loss", height=320, margin={"t": 30},
                           title=f"the exported trial's retraining on all {metrics['data'].get('train_images')} "
                                 "training images")
@@ -264,7 +265,7 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
     gain = metrics.get("search_gain")
     if isinstance(gain, Mapping):
         parts.append("<h3>Search gain</h3>")
-        parts += [f'<p class="banner">WARNING: {html.escape(w)}</p>' for w in gain.get("warnings") or []]
+        parts += [f'<p class="warn">WARNING: {html.escape(w)}</p>' for w in gain.get("warnings") or []]
         parts += [_note(f"Note: {n}") for n in gain.get("notes") or []]
         fig = gain_figure(gain)
         if fig is not None:
@@ -283,7 +284,7 @@ def _trust_section(metrics: Mapping[str, Any], run_dir: Path | None) -> str:
     lines = trust_lines(dict(metrics))
     if lines:
         parts.append("<h3>Probabilities, class prior, classes and votes</h3>")
-        parts += [f'<p class="banner">{html.escape(x)}</p>' if x.startswith("WARNING") else _note(x) for x in lines]
+        parts += [f'<p class="warn">{html.escape(x)}</p>' if x.startswith("WARNING") else _note(x) for x in lines]
     png = run_dir / "best" / "reliability.png" if run_dir is not None else None
     if png is not None and png.is_file():
         data = base64.b64encode(png.read_bytes()).decode("ascii")
