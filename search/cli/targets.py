@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from search.run.parallel import journal_url
 from search.study.definition import StudyDef, StudyDefError, find_study_file, load_study_def, name_from_data
 from search.study.errors import SearchError
 from search.study.storage import ENV_STORAGE, default_url, load_existing
+
+DEFAULT_DEFINITION = "anklealign"  # the definition that ships with the package and a new --study NAME starts from
 
 __all__ = ["Target", "resolve_definition", "named_definition", "storage_arg", "target_of", "load_target"]
 
@@ -47,7 +50,19 @@ def resolve_definition(args: argparse.Namespace) -> StudyDef:
         if args.trials < 1:
             raise SearchError(f"--trials must be a positive number of finished trials, got {args.trials}")
         overrides.append(f"study.trials={args.trials}")
-    return load_study_def(_definition_path(args), overrides)
+    path = _definition_path(args)
+    try:
+        return load_study_def(path, overrides)
+    except StudyDefError as exc:
+        if path != args.study or not _plain_name(args.study) or "no study definition named" not in str(exc):
+            raise
+        if getattr(args, "command", None) in ("run", "worker"):  # a new name: a new study of the default definition
+            print(f"study {args.study}: no definition or run folder of that name, so a new study from the default "
+                  f"definition ({DEFAULT_DEFINITION})", file=sys.stderr)
+            return load_study_def(DEFAULT_DEFINITION, [f"study.name={json.dumps(args.study)}", *overrides])
+        out = Path(getattr(args, "out", "runs")).expanduser()
+        runs = sorted(p.name for p in out.glob("*") if (p / "study.toml").is_file()) if out.is_dir() else []
+        raise StudyDefError(f"{exc}; run folders in {out}/: {', '.join(runs) or 'none'}") from None
 
 
 def _definition_path(args: argparse.Namespace) -> str:

@@ -111,11 +111,13 @@ def _check_same(study: optuna.Study, defn: StudyDef, data_fingerprint: str | Non
                  if recorded.get(s, {}).get(k) != v]
         raise SearchError(f"study {defn.name!r} exists with another definition ("
                           + ("; ".join(diffs[:5]) or "definition differs")
-                          + "). Use another --study name or the recorded definition.")
+                          + f"). To start a new study with your settings add --set study.name={defn.name}-2 (or "
+                          f"--study {defn.name}-2); to continue this one, drop the --set options that differ.")
     fp = record.data_fingerprint
     if data_fingerprint is not None and fp is not None and fp != data_fingerprint:
         raise SearchError(f"study {defn.name!r} was run on other data (fingerprint {fp[:12]}, yours "
-                          f"{data_fingerprint[:12]}); point --data at the same source or use another study name")
+                          f"{data_fingerprint[:12]}); point --data at the same source, or start a new study on "
+                          f"this data with --set study.name={defn.name}-2")
 
 
 def check_writable(run_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -81,6 +82,27 @@ def test_other_definition_under_same_name_is_refused(small_twin: Path, tmp_path:
     assert main([*base, "--set", "cv.folds=3"]) == 2
     err = capsys.readouterr().err
     assert "exists with another definition" in err and "cv.folds" in err
+    # The refusal names a fix that works when pasted.
+    fix = re.search(r"add (--set study\.name=\S+)", err).group(1)
+    assert main([*base, "--set", "cv.folds=3", *fix.split(" ", 1)]) == 0
+    assert (tmp_path / fix.split("=", 1)[1] / "study.toml").is_file()
+
+
+def test_a_new_study_name_starts_a_study_of_the_default_definition(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from search.cli.targets import resolve_definition
+    from search.study.definition import StudyDefError
+
+    args = argparse.Namespace(command="run", study="twin-v2", out=str(tmp_path), overrides=["cv.folds=4"])
+    defn = resolve_definition(args)
+    assert defn.name == "twin-v2" and defn.cv.folds == 4
+    assert "new study from the default definition" in capsys.readouterr().err
+    (tmp_path / "old-run").mkdir()
+    (tmp_path / "old-run" / "study.toml").write_text("")
+    with pytest.raises(StudyDefError, match="run folders in .*: old-run"):  # other commands name what exists
+        resolve_definition(argparse.Namespace(command="best", study="twin-v3", out=str(tmp_path), overrides=[]))
 
 
 def test_a_trial_is_pruned_through_the_real_objective(small_twin: Path, data_cache: Path) -> None:
