@@ -56,7 +56,7 @@ def test_every_command_works_from_any_folder(installed: Path, small_twin: Path, 
     best_dir = work / "runs" / "anywhere" / "best"
     assert (best_dir / "model.pt").is_file()
     for args in (("best", "--study", "anywhere"), ("report", "--study", "anywhere"),
-                 ("export", "--study", "anywhere", "--out", str(tmp_path / "exported"))):
+                 ("export", "--study", "anywhere", "--to", str(tmp_path / "exported"))):
         done = _cli(installed, work, "search", *args)
         assert done.returncode == 0, (args, done.stderr[-2000:])
     image = next(small_twin.rglob("*.jpg"))

@@ -102,19 +102,36 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_folders(args: argparse.Namespace) -> Path:
+    """``--to`` (the model folder) and ``--out`` (the runs folder, as in every command); the older spelling
+    ``--runs RUNS --out MODEL`` (or ``--out MODEL`` alone) still works, with a note."""
+    if args.to_dir is not None:
+        if args.runs_old is not None:
+            print("note: export --runs is now --out (the runs folder, as in every command)", file=sys.stderr)
+            args.out = args.runs_old
+        return Path(args.to_dir).expanduser()
+    if args.runs_old is None and (args.out == "runs" or (Path(args.out).expanduser() / args.study).is_dir()):
+        raise SearchError("export needs --to DIR, the folder to write the model to (e.g. --to exported/)")
+    print("note: export now takes --to DIR for the model folder and --out for the runs folder, as every command "
+          f"does; read as --to {args.out}" + (f" --out {args.runs_old}" if args.runs_old else ""), file=sys.stderr)
+    to_dir, args.out = Path(args.out).expanduser(), args.runs_old or "runs"
+    return to_dir
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    """``export --study NAME [--trial N] --out DIR [--runs runs/]``: the final step's model, or a given trial.
+    """``export --study NAME [--trial N] --to DIR [--out runs/]``: the final step's model, or a given trial.
 
     Without ``--trial`` it copies what the final step exported (the same model ``run`` made: no retraining, no
     read of the test labels). With ``--trial N`` it retrains that trial like the final step (a logged read of
-    the test labels) and writes the same files into ``--out``.
+    the test labels) and writes the same files into ``--to``.
     """
+    to_dir = _export_folders(args)
     target, study = load_target(args)
     if args.trial is None:
-        return _copy_final(target.run_dir, Path(args.out_dir).expanduser(), study.study_name)
+        return _copy_final(target.run_dir, to_dir, study.study_name)
     defn = with_final_overrides(target.defn, getattr(args, "overrides", None) or ())
     trial = pick_trial(study, args.trial)
-    metrics = finalize_trial(defn, study, trial, out_dir=Path(args.out_dir).expanduser(), run_dir=target.run_dir,
+    metrics = finalize_trial(defn, study, trial, out_dir=to_dir, run_dir=target.run_dir,
                              command="export", device=args.device or defn.training.device, data_source=args.data)
     print(format_table(metrics))
     return 0
@@ -139,11 +156,17 @@ def _copy_final(run_dir: Path, out_dir: Path, study: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """``score RUN_DIR FOLDER``: the final models and baselines on an extra labelled folder."""
+    """``score FOLDER --study NAME``: the final models and baselines on an extra labelled folder (the older
+    ``score RUN_DIR FOLDER`` still works)."""
     if args.bootstrap < 0:
         raise SearchError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    m = score_folder(Path(args.run_dir).expanduser(), Path(args.folder).expanduser(), n_boot=args.bootstrap,
-                     seed=args.seed)
+    if len(args.paths) == 2:
+        run_dir, folder = (Path(p).expanduser() for p in args.paths)
+    elif len(args.paths) == 1:
+        run_dir, folder = load_target(args)[0].run_dir, Path(args.paths[0]).expanduser()
+    else:
+        raise SearchError(f"score takes one labelled FOLDER (and --study), got {len(args.paths)} paths")
+    m = score_folder(run_dir, folder, n_boot=args.bootstrap, seed=args.seed)
     if args.json:
         print(json.dumps(m, indent=1))
         return 0

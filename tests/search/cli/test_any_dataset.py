@@ -68,8 +68,8 @@ def test_run_final_export_predict_on_any_class_count(tmp_path: Path, classes: li
     assert card["onnx"]["exported"] is True
     assert (out / name / "report.html").is_file() and (out / name / "trials.csv").is_file()
 
-    assert main(["-q", "export", "--study", name, "--runs", str(out), "--trial", "1",
-                 "--out", str(tmp_path / "exported")]) == 0
+    assert main(["-q", "export", "--study", name, "--out", str(out), "--trial", "1",
+                 "--to", str(tmp_path / "exported")]) == 0
     exported = json.loads((tmp_path / "exported" / "metrics.json").read_text())
     assert exported["trial"] == 1 and exported["classes"] == classes
     capsys.readouterr()

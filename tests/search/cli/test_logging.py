@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import pytest
@@ -26,3 +27,21 @@ def test_matplotlib_and_pil_never_log_below_info(debug: bool, quiet: bool, floor
     for name in ("matplotlib.font_manager", "PIL.PngImagePlugin", "PIL.TiffImagePlugin"):
         assert logging.getLogger(name).getEffectiveLevel() == floor
     assert logging.getLogger("optuna").getEffectiveLevel() == (logging.DEBUG if debug else logging.WARNING)
+
+
+def test_every_subcommand_has_a_description_an_example_and_help_for_every_option() -> None:
+    from search.cli.parser import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, cmd in sub.choices.items():
+        assert cmd.description and len(cmd.description) > 40, name
+        assert cmd.epilog and f"python -m search {name}" in cmd.epilog, name
+        for action in cmd._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+    # One meaning per option: --out is the runs folder wherever a study is named.
+    for name, cmd in sub.choices.items():
+        out = next((a for a in cmd._actions if "--out" in a.option_strings), None)
+        if out is not None:
+            assert out.dest == "out" and out.default == "runs", name

@@ -301,15 +301,15 @@ def test_predict_on_a_twin_folder_reports_non_images_and_goes_on(best: Path, met
 def test_export_cli_writes_the_same_files_for_any_trial(finished_run: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     out_dir = tmp_path / "exported"
-    rc = main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--trial", "0",
-               "--out", str(out_dir)])
+    rc = main(["-q", "export", "--study", "anklealign", "--out", str(finished_run), "--trial", "0",
+               "--to", str(out_dir)])
     assert rc == 0, capsys.readouterr().err
     for name in ("model.pt", "model.onnx", "model_card.json", "metrics.json", "confusion.png"):
         assert (out_dir / name).is_file(), name
     assert json.loads((out_dir / "metrics.json").read_text())["trial"] == 0
     assert capsys.readouterr().out.startswith("data: SYNTHETIC TWIN")
-    assert main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--trial", "99",
-                 "--out", str(out_dir)]) == 2
+    assert main(["-q", "export", "--study", "anklealign", "--out", str(finished_run), "--trial", "99",
+                 "--to", str(out_dir)]) == 2
     assert "no trial 99" in capsys.readouterr().err
 
 
@@ -395,7 +395,7 @@ def test_export_without_a_trial_is_the_final_steps_model_and_reads_nothing(finis
     run_dir = finished_run / "anklealign"
     reads = len(testset_mod.test_reads(run_dir))
     out_dir = tmp_path / "copied"
-    assert main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--out", str(out_dir)]) == 0
+    assert main(["-q", "export", "--study", "anklealign", "--out", str(finished_run), "--to", str(out_dir)]) == 0
     printed = capsys.readouterr().out
     final = json.loads((run_dir / "best" / "metrics.json").read_text())
     assert f"exported trial {final['trial']}" in printed and "not retrained" in printed
@@ -486,3 +486,15 @@ def test_a_greedy_ensemble_is_exported_with_its_weights(finished_run: Path, tmp_
         mean = (members * w[:, None, None]).sum(0)
         expected = torch.softmax(torch.log(mean) / model.temperature, 1)
         assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_export_accepts_its_older_spelling_with_a_note(finished_run: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """export --runs RUNS --out MODEL (before --out meant the runs folder there, as in every other command)."""
+    assert main(["-q", "export", "--study", "anklealign", "--runs", str(finished_run), "--out",
+                 str(tmp_path / "old")]) == 0
+    assert (tmp_path / "old" / "model.pt").is_file()
+    assert "now takes --to DIR" in capsys.readouterr().err
+    assert main(["-q", "export", "--study", "anklealign", "--out", str(finished_run)]) == 2
+    assert "export needs --to DIR" in capsys.readouterr().err
+

@@ -96,3 +96,16 @@ def test_scoring_the_studys_own_test_images_counts_as_a_test_read(finished_run: 
     assert m["data"]["test_copies"] == 4
     reads = testset.test_reads(run_dir)
     assert len(reads) == before + 1 and reads[-1]["command"] == "score"
+
+
+def test_score_finds_the_run_by_study_like_every_command(finished_run: Path, eval_folder: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """score FOLDER --study NAME --out RUNS is the same as the older score RUN_DIR FOLDER."""
+    new = main(["score", str(eval_folder), "--study", "anklealign", "--out", str(finished_run), "--json",
+                "--bootstrap", "0"])
+    first = capsys.readouterr().out
+    old = main(["score", str(finished_run / "anklealign"), str(eval_folder), "--json", "--bootstrap", "0"])
+    second = capsys.readouterr().out
+    assert new == old == 0
+    strip = lambda text: {k: v for k, v in json.loads(text).items() if k != "created"}  # noqa: E731
+    assert strip(first) == strip(second)
