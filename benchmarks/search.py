@@ -4,7 +4,7 @@
 1. Ingest: the twin (``anklealign.synth``, scale 1.0) into a temp folder, then ``anklealign.load``
    cold (empty cache) and again from the cache; the full-size twin (``full_size=True``, the real
    data's sizes) cold.
-2. Studies: the default study (``studies/anklealign.toml`` plus ``--set`` overrides) for a fixed
+2. Studies: the default study (``studies/default.toml`` plus ``--set`` overrides) for a fixed
    number of trials through ``search.run.runner.run_study`` (temp SQLite storage, the default of
    ``make run``), once per pruner (default: the study's pruner and ``none``), same sampler seed,
    same enqueued seed nets. Per study: wall time, trials/hour, pruned fraction, epochs trained,

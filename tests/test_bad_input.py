@@ -55,7 +55,7 @@ def _run(w: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _toml(w: Path, text: str) -> str:
-    base = (ROOT / "studies" / "anklealign.toml").read_text()
+    base = (ROOT / "studies" / "default.toml").read_text()
     return str(_write(w / "bad.toml", base + "\n" + text if not text.startswith("!") else text[1:]))
 
 
@@ -120,7 +120,9 @@ CASES = [
     Case("unknown preset", lambda w, o: _run(w, o, "--set", "study.enqueue_presets=[\"net9\"]"), "net9"),
     Case("unknown sampler", lambda w, o: _run(w, o, "--set", "sampler.name=cmaes2"), "sampler.name"),
     Case("unknown pruner", lambda w, o: _run(w, o, "--set", "pruner.name=bogus"), "pruner.name"),
-    Case("unknown study name", lambda w, o: _run(w, o, "--study", "no-such-study"), "no study definition"),
+    # (run --study NEWNAME starts a new study; the commands that read one say what exists)
+    Case("unknown study name", lambda w, o: ["search", "best", "--out", str(o), "--study", "no-such-study"],
+         "no study definition"),
     Case("malformed --set", lambda w, o: _run(w, o, "--set", "folds"), "section.key=value"),
     Case("--trials 0", lambda w, o: _run(w, o, "--trials", "0"), "trials"),
     Case("--trials negative", lambda w, o: _run(w, o, "--trials", "-3"), "trials"),
@@ -139,8 +141,8 @@ CASES = [
     Case("report on a missing study", lambda w, o: ["search", "report", "--study", "gone", "--out", str(o)],
          "no study"),
     Case("finalize on a missing study", lambda w, o: ["search", "finalize", "--out", str(w / "nothing")], "no study"),
-    Case("export of a missing trial", lambda w, o: ["search", "export", "--out", str(o), "--trial", "999",
-                                                    "--to", str(w / "exported")], "no trial 999"),
+    Case("export of a missing trial", lambda w, o: ["search", "export", "--study", "anklealign", "--out", str(o),
+                                                    "--trial", "999", "--to", str(w / "exported")], "no trial 999"),
     Case("worker without a storage", lambda w, o: ["search", "worker", "--out", str(o), *FAST], "--storage"),
     Case("worker on SQLite", lambda w, o: ["search", "worker", "--out", str(o), "--storage",
                                            f"sqlite:///{o / 'anklealign' / 'study.db'}", *FAST], "sqlite"),
@@ -148,8 +150,8 @@ CASES = [
          "already exists"),
     Case("synth with a bad scale", lambda w, o: ["anklealign", "synth", "--out", str(w / "t"), "--scale", "0"],
          "scale"),
-    Case("dashboard port in use", lambda w, o: ["search", "dashboard", "--out", str(o), "--port",
-                                                str(_busy_port())], "in use"),
+    Case("dashboard port in use", lambda w, o: ["search", "dashboard", "--study", "anklealign", "--out", str(o),
+                                                "--port", str(_busy_port())], "in use"),
     # models and images
     Case("predict: missing model", lambda w, o: ["search", "predict", "--model", str(w / "none"), str(w)], "model"),
     Case("predict: corrupt model", lambda w, o: ["search", "predict", "--model", _corrupt_model(w, o),

@@ -32,7 +32,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                            str(wheel)], capture_output=True, text=True, timeout=600)
     assert inst.returncode == 0, inst.stderr[-2000:]
-    assert (site / "search" / "studies" / "anklealign.toml").is_file()  # the definitions are package data
+    assert (site / "search" / "studies" / "default.toml").is_file()  # the definitions are package data
     return site
 
 
@@ -72,7 +72,7 @@ def test_every_command_works_from_any_folder(installed: Path, small_twin: Path, 
 def test_a_studies_folder_in_the_working_folder_wins(installed: Path, tmp_path: Path) -> None:
     work = tmp_path / "mine"
     (work / "studies").mkdir(parents=True)
-    text = (ROOT / "search" / "studies" / "anklealign.toml").read_text(encoding="utf-8")
-    (work / "studies" / "anklealign.toml").write_text(text.replace('name = ""', 'name = "my-own"', 1))
-    shown = _cli(installed, work, "search", "best", "--study", "anklealign")
+    text = (ROOT / "search" / "studies" / "default.toml").read_text(encoding="utf-8")
+    (work / "studies" / "default.toml").write_text(text.replace('name = ""', 'name = "my-own"', 1))
+    shown = _cli(installed, work, "search", "best", "--study", "default")
     assert "my-own" in shown.stdout + shown.stderr

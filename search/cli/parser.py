@@ -16,9 +16,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_study_args(p: argparse.ArgumentParser, *, data: bool = True) -> None:
-    p.add_argument("--study", default="anklealign",
+    p.add_argument("--study", default="default",
                    help="a study definition (studies/<name>.toml or a path to a TOML file) or the name of a "
-                        "run folder under --out (default: anklealign)")
+                        "run folder under --out (default: default, the definition that ships with the tool)")
     p.add_argument("--storage", default=None,
                    help="SQLAlchemy URL of the Optuna storage (default: sqlite:///<out>/<study>/study.db)")
     p.add_argument("--out", default="runs", help="root folder of run outputs (default: runs/)")

@@ -21,7 +21,7 @@ from search.study.definition import StudyDef, StudyDefError, find_study_file, lo
 from search.study.errors import SearchError
 from search.study.storage import ENV_STORAGE, default_url, load_existing
 
-DEFAULT_DEFINITION = "anklealign"  # the definition that ships with the package and a new --study NAME starts from
+DEFAULT_DEFINITION = "default"  # the definition that ships with the package and a new --study NAME starts from
 
 __all__ = ["Target", "resolve_definition", "named_definition", "storage_arg", "target_of", "load_target"]
 

@@ -331,9 +331,8 @@ def name_from_data(source: str | None, fingerprint: str) -> str:
 
 
 def find_study_file(study: str) -> Path:
-    """Resolve ``--study NAME|PATH`` to a TOML file.
-
-    A value ending in ``.toml`` or containing a path separator is a path; otherwise
+    """Resolve ``--study NAME|PATH`` to a TOML file. A value ending in ``.toml`` or containing a path separator is a
+    path; otherwise
     ``studies/<name>.toml`` is looked up in the current folder (a user's own definitions win), then among the
     definitions that ship with the package (``search/studies/``), so an installed tool works from any folder.
     """
@@ -342,8 +341,9 @@ def find_study_file(study: str) -> Path:
         if not path.is_file():
             raise StudyDefError(f"study file not found: {path}")
         return path
+    shipped = {"anklealign": "default"}.get(study, study)  # the shipped default's former name still finds it
     candidates = [Path.cwd() / "studies" / f"{study}.toml",
-                  Path(__file__).resolve().parent.parent / "studies" / f"{study}.toml"]
+                  Path(__file__).resolve().parent.parent / "studies" / f"{shipped}.toml"]
     for path in candidates:
         if path.is_file():
             return path
@@ -376,7 +376,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
-def load_study_def(study: str = "anklealign", overrides: Sequence[str] = ()) -> StudyDef:
+def load_study_def(study: str = "default", overrides: Sequence[str] = ()) -> StudyDef:
     """Read, override and validate a study definition.
 
     Args:

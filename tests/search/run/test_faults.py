@@ -60,7 +60,7 @@ def _worker(spawn, url: str, name: str, tmp: Path, data: Path, cache: Path, tria
 
     study_file = tmp / f"{name}.toml"
     if not study_file.exists():
-        text = (ROOT / "studies" / "anklealign.toml").read_text().replace('name = ""', f'name = "{name}"')
+        text = (ROOT / "studies" / "default.toml").read_text().replace('name = ""', f'name = "{name}"')
         study_file.write_text(text)
     main = ["-c", _SLOW_MAIN.format(delay=slow_epoch_s)] if slow_epoch_s else ["-m", "search"]
     args = [sys.executable, *main, "-q", "worker", "--study", str(study_file), "--storage", url,

@@ -29,7 +29,7 @@ def _reachable(url: str) -> str | None:
 
 
 def _study_file(tmp_path: Path, name: str, extra: str = "") -> Path:
-    text = (ROOT / "studies" / "anklealign.toml").read_text().replace('name = ""', f'name = "{name}"')
+    text = (ROOT / "studies" / "default.toml").read_text().replace('name = ""', f'name = "{name}"')
     p = tmp_path / f"{name}.toml"
     p.write_text(text + extra)
     return p
