@@ -22,7 +22,7 @@ from typing import Any
 from space.config import COLORS, AugmentCfg, TrialCfg
 from space.search_space import _SPECS, SearchSpace, to_params
 
-__all__ = ["project"]
+__all__ = ["project", "space_of"]
 
 
 class _Mover:
@@ -126,3 +126,26 @@ def project(cfg: TrialCfg, space: SearchSpace) -> tuple[TrialCfg, list[str]]:
                    input=inp, augment=augment, train=train)
     to_params(out, space)  # a bug here, not a user error: the projection must land in the space
     return out, m.notes
+
+
+def space_of(cfg: TrialCfg) -> dict[str, list[Any]]:
+    """The narrowest ``[space]`` table that holds ``cfg``: every setting fixed to its value, the channel and
+    head-width choices to the set the config uses (the space has one list for all blocks and layers)."""
+    m, a, t = cfg.model, cfg.augment, cfg.train
+    first = m.blocks[0]
+    table: dict[str, list[Any]] = {
+        "n_blocks": [len(m.blocks)] * 2, "channels": sorted({b.channels for b in m.blocks}),
+        "kernel_size": [first.kernel_size], "downsample": [first.downsample], "batchnorm": [first.batchnorm],
+        "activation": [first.activation], "head_layers": [len(m.head_hidden)] * 2,
+        "head_units": sorted(set(m.head_hidden)) or [64], "head_dropout": [m.head_dropout] * 2,
+        "augment": [a.enabled], "image_size": [cfg.input.image_size], "color": [cfg.input.color],
+        "resize": [cfg.input.resize], "optimizer": [t.optimizer], "lr": [t.lr] * 2, "batch_size": [t.batch_size],
+        "use_weight_decay": [t.weight_decay > 0], "schedule": [t.schedule], "label_smoothing": [t.label_smoothing] * 2,
+        "class_weighting": [t.class_weighting]}
+    if a.enabled:
+        table.update({"aug_hflip_p": [a.hflip_p] * 2, "aug_rotate_deg": [a.rotate_deg] * 2,
+                      "aug_crop_scale_min": [a.crop_scale_min] * 2, "aug_jitter": [a.brightness] * 2})
+    if t.weight_decay > 0:
+        table["weight_decay"] = [t.weight_decay] * 2
+    to_params(cfg, SearchSpace.from_dict(table))  # a bug here, not a user error: the config must be a point of it
+    return table

@@ -23,7 +23,7 @@ MAX_LINES = 400
 
 # The layer of each part of the code (higher may import lower; equal only inside one part).
 LAYERS: dict[str, int] = {
-    "search.__main__": 6, "search.cli": 5,
+    "search.__main__": 6, "search.cli": 5, "search.api": 4.5,
     "search.final": 4, "search.view": 4,
     "search.run": 3,
     "search.study": 2,

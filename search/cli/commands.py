@@ -14,8 +14,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from search.api import final_step
 from search.cli.targets import load_target
-from search.final.finalize import finalize, finalize_trial
+from search.final.finalize import finalize_trial
 from search.final.retrain import pick_trial, with_final_overrides
 from search.final.score import score_folder
 from search.study import atomic, optuna_api
@@ -52,6 +53,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     defn = target.defn
     rows = summary_rows(study, args.top)
     data = StudyRecord.of(study).data
+    if getattr(args, "toml", False):
+        print(_toml_block(study, defn.name))
+        return 0
     if args.json:
         print(json.dumps({"study": defn.name, "metric": defn.study.metric, "objective": defn.study.objective,
                           "data": data, "exported": StudyRecord.of(study).exported, "trials": rows}, indent=2))
@@ -79,25 +83,46 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def publish_final(study: optuna.Study, run_dir: Path, metrics: dict[str, Any]) -> None:
-    """Print the summary (the full table goes to ``best/summary.txt``) and attach the files to the dashboard (a
-    failure there only warns)."""
+    """Print the summary (the final step wrote the full table to ``best/summary.txt``) and attach the files to the
+    dashboard (a failure there only warns)."""
     table = format_table(metrics)
     best = run_dir / "best"
-    atomic.write_text(best / "summary.txt", table + "\n")
     print("\n".join(summary_lines(metrics, run_dir=run_dir)))
-    StudyRecord(exported={"trial": metrics["trial"], "why": metrics.get("exported")}).write(study)
     try:
         attach_final(study, metrics["trial"], run_dir, [best / f for f in metrics["files"]], f"```\n{table}\n```")
     except Exception as exc:  # the files are written; a dashboard problem must not undo that
         print(f"warning: could not attach the final files to the dashboard: {exc}", file=sys.stderr)
 
 
+def _toml_block(study: optuna.Study, name: str) -> str:
+    """The exported (else the best) trial's settings as a ``[space]`` table to paste into a study file."""
+    import tomli_w
+
+    from space import TrialCfg
+    from space.projection import space_of
+
+    exported = (StudyRecord.of(study).exported or {}).get("trial")
+    rows = summary_rows(study, 1)
+    number = exported if exported is not None else (rows[0]["number"] if rows else None)
+    if number is None:
+        raise SearchError(f"study {name} has no complete trial yet: no settings to print")
+    config = TrialRecord.of(study.trials[number]).config
+    if not config:
+        raise SearchError(f"trial {number} of study {name} records no config")
+    cfg = TrialCfg.from_dict(config)
+    widths = ", ".join(f"conv{i}_channels={b.channels}" for i, b in enumerate(cfg.model.blocks))
+    how = "exported by the final step" if number == exported else "the best cross-validated value (none exported yet)"
+    return (f"# trial {number} of study {name}, {how}: [space] fixed to its settings.\n"
+            f"# Per-block widths {widths}; head {list(cfg.model.head_hidden)}: the space holds one width list for all "
+            "blocks,\n# so a search in it still chooses which of these widths each block gets.\n"
+            + tomli_w.dumps({"space": space_of(cfg)}))
+
+
 def cmd_finalize(args: argparse.Namespace) -> int:
     """``finalize``: retrain the best trial, score it on the test set, export it; print the table."""
     target, study = load_target(args)
     defn = with_final_overrides(target.defn, args.overrides)
-    metrics = finalize(defn, study, run_dir=target.run_dir, device=args.device or defn.training.device,
-                       data_source=args.data)
+    metrics = final_step(defn, study, target.run_dir, device=args.device, data_source=args.data, command="finalize")
     publish_final(study, target.run_dir, metrics)
     return 0
 

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p)
     p.add_argument("--top", type=int, default=5, help="how many trials (default 5)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--toml", action="store_true",
+                   help="print the exported trial's settings (else the best trial's) as a [space] block for a study "
+                        "file: every setting fixed to its value")
 
     p = sub.add_parser("report", help="write report.html (plotly) and trials.csv for a study")
     _add_study_args(p)

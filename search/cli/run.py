@@ -14,9 +14,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from search.api import final_step
 from search.cli.commands import publish_final, summary_rows
 from search.cli.targets import resolve_definition, storage_arg, target_of
-from search.final.finalize import finalize
 from search.run.parallel import JobPlan, check_parallel_storage, plan_jobs, recover_orphans, run_children
 from search.run.queue import finished_count
 from search.run.runner import RunOptions, RunOutcome, run_trials
@@ -78,8 +78,7 @@ def _run(args: argparse.Namespace, *, worker: bool) -> int:
     if worker:
         return 0
     if not args.no_final:
-        metrics = finalize(session.defn, session.study, run_dir=session.run_dir, device=defn.training.device,
-                           command="run", data=session.data)
+        metrics = final_step(session.defn, session.study, session.run_dir, data=session.data, command="run")
         publish_final(session.study, session.run_dir, metrics)
     path = write_report(session.study, session.run_dir, defn=session.defn)
     print(f"report: {path}")
