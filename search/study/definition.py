@@ -1,8 +1,7 @@
 """Study definitions: ``studies/<name>.toml`` + ``--set`` overrides -> one frozen, validated object.
 
-The definition is read with the standard library's :mod:`tomllib`. Every section is a frozen
-dataclass; an unknown section or key, or a value of the wrong type, is a :class:`StudyDefError`
-that names the key. The ``[space]`` table is validated by :class:`space.search_space.SearchSpace`.
+The definition is read with the standard library's :mod:`tomllib`. Every section is a frozen dataclass; an unknown
+section or key, or a wrong value, is a :class:`StudyDefError` naming the key; ``[space]`` is a :class:`SearchSpace`.
 """
 
 from __future__ import annotations
@@ -139,17 +138,18 @@ class StorageSection:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 2
+    outage_timeout: int = 300  # seconds a lost database connection is waited out before giving up (exit code 3)
 
     def __post_init__(self) -> None:
-        if self.heartbeat_interval < 1:
-            raise StudyDefError(f"storage.heartbeat_interval must be >= 1, got {self.heartbeat_interval}")
+        if self.heartbeat_interval < 1 or self.max_retry < 0 or self.outage_timeout < 0:
+            raise StudyDefError(f"storage.heartbeat_interval must be >= 1, storage.max_retry and "
+                                f"storage.outage_timeout >= 0; got {self.heartbeat_interval}, {self.max_retry}, "
+                                f"{self.outage_timeout}")
         if self.grace_period <= self.heartbeat_interval:
             raise StudyDefError(
                 f"storage.grace_period ({self.grace_period}) must exceed storage.heartbeat_interval "
                 f"({self.heartbeat_interval})"
             )
-        if self.max_retry < 0:
-            raise StudyDefError(f"storage.max_retry must be >= 0, got {self.max_retry}")
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ _SECTIONS: dict[str, type] = {
 
 # Keys that do not change what a trial computes: a worker may differ in these and still join.
 _RUN_ONLY = {("study", "trials"), ("training", "device"), ("training", "deterministic"), ("data", "source"),
-             *(("final", f.name) for f in dataclasses.fields(FinalSection))}
+             ("storage", "outage_timeout"), *(("final", f.name) for f in dataclasses.fields(FinalSection))}
 
 
 @dataclass(frozen=True)

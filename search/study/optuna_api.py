@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
@@ -87,6 +87,9 @@ def set_metric_names(study: optuna.Study, names: Sequence[str]) -> None:
 def fail_stale_trials(study: optuna.Study) -> None:
     """``optuna.storages.fail_stale_trials`` (experimental): fail (and, by the storage's callback, re-queue)
     trials whose worker stopped beating. ``Study.optimize`` calls it itself; our loop runs trials one by one."""
+    recovered = getattr(study._storage, "recently_recovered", None)
+    if recovered is not None and recovered():  # after an outage, live workers' heartbeats are stale for a while
+        return
     with experimental():
         optuna.storages.fail_stale_trials(study)
 
@@ -194,3 +197,17 @@ def close_storage(storage: BaseStorage) -> None:
     engine = getattr(backend, "engine", None)
     if engine is not None:
         engine.dispose()
+
+
+def cached(storage: RDBStorage) -> BaseStorage:
+    """``optuna.storages.get_storage`` ("only for internal usage"): an ``RDBStorage`` in Optuna's cache of finished
+    trials, as ``create_study`` would wrap it; a wrapper of ours around the storage keeps that cache."""
+    return optuna.storages.get_storage(storage)
+
+
+def register_storage_wrapper(cls: type) -> type:
+    """Make ``cls`` (which delegates every storage call) count as a ``BaseStorage`` and a ``BaseHeartbeat``
+    (private): Optuna runs a trial's heartbeat thread only for a storage that is a ``BaseHeartbeat``."""
+    BaseStorage.register(cls)
+    BaseHeartbeat.register(cls)
+    return cls

@@ -22,6 +22,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from search.study import optuna_api
 from search.study.definition import StorageSection, StudyDef, study_def_from_dict
 from search.study.errors import SearchError
+from search.study.patient import PatientStorage
 from search.study.records import StudyRecord
 
 __all__ = ["StorageError", "load_existing", "ENV_STORAGE", "default_url", "redact", "hide_secret", "open_storage",
@@ -109,9 +110,10 @@ def open_storage(url: str, section: StorageSection, *, heartbeat: bool = True) -
                   max_retry=section.max_retry) if heartbeat else {})
     try:
         storage = _rdb_storage(url, engine_kwargs, beats, attempts=1 if is_sqlite(url) else 3)
-        if is_sqlite(url) and parsed.database not in (None, "", ":memory:"):
-            _sqlite_wal(storage)
-        return storage
+        if is_sqlite(url):
+            if parsed.database not in (None, "", ":memory:"):
+                _sqlite_wal(storage)
+            return storage
     except ModuleNotFoundError as exc:
         extra = "postgres" if "psycopg" in str(exc) else "mysql" if "mysql" in str(exc).lower() else None
         hint = f" (install the '{extra}' extra: pip install -e '.[{extra}]')" if extra else ""
@@ -119,6 +121,9 @@ def open_storage(url: str, section: StorageSection, *, heartbeat: bool = True) -
     except Exception as exc:  # sqlalchemy OperationalError & co: one readable line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise StorageError(f"cannot open storage {redact(url)}: {hide_secret(first, url)}") from exc
+    # A server database may restart under a running study: its calls wait the outage out.
+    return PatientStorage(optuna_api.cached(storage), label=redact(url), timeout=section.outage_timeout,
+                          settle=section.grace_period + section.heartbeat_interval)
 
 
 def _sqlite_wal(storage: RDBStorage) -> None:

@@ -165,3 +165,97 @@ def test_four_workers_no_duplicates_no_losses(tmp_path: Path, small_twin: Path, 
             optuna.delete_study(study_name=name, storage=url)
         except KeyError:
             pass
+
+
+@pytest.mark.postgres
+def test_workers_wait_out_a_database_outage(server_study: tuple[str, str], tmp_path: Path, small_twin: Path,
+                                            data_cache: Path, spawn) -> None:  # noqa: ANN001
+    """Two workers reach the database through a proxy; after a few trials the proxy refuses and cuts every
+    connection for 20 s, as a server restart does. Both wait it out and finish the study: every trial number
+    once, no trial left RUNNING, the finished count reached."""
+    from sqlalchemy.engine import make_url
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from outage_proxy import OutageProxy
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    url, name = server_study
+    parsed = make_url(url)
+    proxy = OutageProxy(parsed.port)
+    via_proxy = parsed.set(port=proxy.port).render_as_string(hide_password=False)
+    n = 10
+    outage = ["--set", "storage.outage_timeout=120"]
+    workers = [_worker(spawn, via_proxy, name, tmp_path, small_twin, data_cache, n, epochs=3, extra=outage,
+                       slow_epoch_s=0.3) for _ in range(2)]
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # a few trials done, others running: then the outage
+            try:
+                trials = _trials(url, name)
+            except (KeyError, SQLAlchemyError):
+                trials = []
+            if sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and any(
+                    t.state == TrialState.RUNNING for t in trials):
+                break
+            assert all(w.poll() is None for w in workers), [w.stderr()[-2000:] for w in workers]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the workers never got going")
+        proxy.cut()
+        time.sleep(20)
+        assert all(w.poll() is None for w in workers), [w.stderr()[-2000:] for w in workers]  # still waiting
+        proxy.restore()
+        for w in workers:
+            w.communicate(timeout=300)
+    finally:
+        proxy.close()
+    for w in workers:
+        assert w.returncode == 0, w.stderr()[-3000:]
+        assert "Traceback" not in w.stderr()
+    lost = [w for w in workers if "connection lost" in w.stderr()]
+    assert lost and all("connection back after" in w.stderr() for w in lost)
+    trials = _trials(url, name)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert finished_count(optuna.load_study(study_name=name, storage=url)) >= n
+    assert not [t for t in trials if t.state == TrialState.FAIL and "heartbeat" in str(t.user_attrs)], \
+        "a live worker's trial was failed as stale after the outage"
+
+
+@pytest.mark.parametrize("server_study", ["postgres"], indirect=True)  # the rule is the same on MariaDB
+def test_a_worker_gives_up_after_the_outage_timeout_with_exit_code_3(server_study: tuple[str, str],
+                                                                      tmp_path: Path, small_twin: Path,
+                                                                      data_cache: Path, spawn) -> None:  # noqa: ANN001
+    from sqlalchemy.engine import make_url
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from outage_proxy import OutageProxy
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    url, name = server_study
+    parsed = make_url(url)
+    proxy = OutageProxy(parsed.port)
+    via_proxy = parsed.set(port=proxy.port).render_as_string(hide_password=False)
+    worker = _worker(spawn, via_proxy, name, tmp_path, small_twin, data_cache, 50, epochs=3,
+                     extra=["--set", "storage.outage_timeout=5"], slow_epoch_s=0.3)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if any(t.state == TrialState.COMPLETE for t in _trials(url, name)):
+                    break
+            except (KeyError, SQLAlchemyError):
+                pass
+            assert worker.poll() is None, worker.stderr()[-2000:]
+            time.sleep(0.2)
+        proxy.cut()
+        worker.communicate(timeout=120)
+    finally:
+        proxy.close()
+    err = worker.stderr()
+    assert worker.returncode == 3, err[-3000:]
+    assert "unreachable for" in err and "storage.outage_timeout = 5 s" in err and "Traceback" not in err
+    assert "127.0.0.1" in err  # which database
