@@ -33,9 +33,9 @@ from search.final.predict import classify_files
 from search.final.score import score_folder
 from search.run.data import DataContext
 from search.run.runner import RunOptions, run_trials
-from search.run.session import open_data, open_session
+from search.run.session import name_study, open_data, open_session
 from search.study import atomic
-from search.study.definition import StudyDef, load_study_def, name_from_data
+from search.study.definition import StudyDef, load_study_def
 from search.study.records import StudyRecord
 from search.study.storage import default_url
 from search.view.report import write_report
@@ -79,8 +79,7 @@ def run(data: str | Path | None = None, *, trials: int | None = None, study: str
     """
     defn = definition(data, study=study, settings=settings, trials=trials, seed=seed, device=device)
     ctx = open_data(defn, device=defn.training.device)
-    if not defn.name:
-        defn = defn.named(name_from_data(ctx.source, ctx.dataset(ctx.default_input).fingerprint))
+    defn = name_study(defn, ctx)
     run_dir = Path(out).expanduser() / defn.name
     url = storage or default_url(run_dir)
     session = open_session(defn, storage_url=url, run_dir=run_dir, data=ctx)
