@@ -129,7 +129,20 @@ def calibration_clean() -> str:
     return "\n".join(lines) + "\n" + _source("search_quality", rs)
 
 
-TABLES: dict[str, Callable[[], str]] = {"selection-power": selection_power, "heldout": heldout, "ranks": ranks,
+def task_suite() -> str:
+    """The task suite's table (benchmarks/task_suite.py renders it from the same rows)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import task_suite as suite
+    finally:
+        if str(ROOT / "benchmarks") in sys.path:  # task_suite drops the folder itself (it holds a search.py)
+            sys.path.remove(str(ROOT / "benchmarks"))
+    rs = [r for r in rows("task_suite") if not r.get("quick")]
+    return suite.table(suite.summarise(rs)) + "\n" + _source("task_suite", rs)
+
+
+TABLES: dict[str, Callable[[], str]] = {"task-suite": task_suite, "selection-power": selection_power,
+                                        "heldout": heldout, "ranks": ranks,
                                         "calibration-clean": calibration_clean}
 
 

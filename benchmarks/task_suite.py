@@ -205,7 +205,8 @@ def _neg(g: dict | None) -> str:
     """exported - X as X - exported, with its interval."""
     if not g or not g.get("ci95"):
         return ""
-    return f"({-g['diff']:+.3f} [{-g['ci95'][1]:+.3f}, {-g['ci95'][0]:+.3f}])"
+    neg = lambda v: 0.0 - v + 0.0  # noqa: E731 - no "-0.000"
+    return f"({neg(g['diff']):+.3f} [{neg(g['ci95'][1]):+.3f}, {neg(g['ci95'][0]):+.3f}])"
 
 
 def read_rows(path: Path) -> list[dict]:
