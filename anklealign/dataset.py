@@ -230,8 +230,13 @@ def _images(src: Source, fingerprint: str, cache: Path, target: Target, result: 
     key = {"image_size": target.size, "color": target.color, "resize": target.resize}
     members: dict[str, str] = result["members"]   # id -> path, train ids then test ids
     blob = _cache.load_images(cache, fingerprint, **key)
+    channels = 1 if target.color == "gray" else 3
+    shape = (len(members), channels, target.size, target.size)
     if blob is not None and list(blob.get("ids", [])) == list(members):
-        return blob["images"]
+        if tuple(blob["images"].shape) == shape and blob["images"].dtype == torch.uint8:
+            return blob["images"]
+        _log.warning("ignoring a cache file of %s whose tensor is %s %s, not uint8 %s: decoding again", src.path,
+                     blob["images"].dtype, tuple(blob["images"].shape), shape)
     if arrays is None:
         decoded = decode_all(src, list(members.values()), target=target, hashes=False)
         failed = [(i, d.reason) for i, d in zip(members, decoded, strict=True) if d.reason]
@@ -239,7 +244,6 @@ def _images(src: Source, fingerprint: str, cache: Path, target: Target, result: 
             raise DataError(f"{src.path}: {failed[0][0]} no longer decodes ({failed[0][1]}); "
                             "the source changed while it was read")
         arrays = {i: d.array for i, d in zip(members, decoded, strict=True)}
-    channels = 1 if target.color == "gray" else 3
     stack = torch.from_numpy(np.stack([arrays[i] for i in members])) if members else \
         torch.zeros((0, channels, target.size, target.size), dtype=torch.uint8)
     _cache.save_images(cache, fingerprint, {"ids": list(members), "images": stack}, **key)

@@ -15,7 +15,9 @@ confusion.png (:mod:`search.final.table`).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from search.final.retrain import (
 )
 from search.final.scoring import baselines, score_seeds
 from search.final.selection import Selection, select
-from search.final.testset import TEST_READS, read_test, reads_block
+from search.final.testset import TEST_READS, complete_test_read, read_test, reads_block
 from search.final.trust import at_bound, fit_calibration, trust_blocks
 from search.run.data import DataContext, describe
 from search.run.train import resolve_device
@@ -76,7 +78,7 @@ def _retrain_member(t: FrozenTrial, defn: StudyDef, ds: Any, seeds: list[int], d
 def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, out_dir: Path, run_dir: Path,
                    device: str, command: str = "finalize", data_source: str | None = None,
                    cache_dir: Path | None = None, data: DataContext | None = None,
-                   selection: Selection | None = None) -> dict[str, Any]:
+                   selection: Selection | None = None, replace: bool = False) -> dict[str, Any]:
     """Retrain ``trial`` (and the other members of ``selection``) on the whole pool with ``final.seeds`` seeds,
     score the seeds and the exported ensemble on the test set next to every baseline, export it.
 
@@ -88,6 +90,7 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
             ``data_source`` (or the definition's) is loaded here.
         selection: the top-k members and bias-corrected estimate (:func:`search.final.selection.select`);
             None exports ``trial`` alone.
+        replace: ``out_dir`` is the run's own ``best/``: write a new folder and swap it in whole.
 
     Returns:
         The metrics written to ``<out_dir>/metrics.json`` (plus ``"files"``).
@@ -195,38 +198,74 @@ def finalize_trial(defn: StudyDef, study: optuna.Study, trial: FrozenTrial, *, o
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
-    # 3. Export the ensemble (fixed in step 1) and write the reports.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = [best, *others]
-    card = save_model(out_dir, [m for r in runs for m in r.models], cfg, classes=classes, check_images=test["images"],
-                      member_trials=[r.cfg for r in runs for _ in r.models] if others else None,
-                      temperature=calibration["temperature"], weights=model_weights.tolist() if others else None,
-                      card={"data": info, "study": defn.name, "trial": trial.number, "cv": metrics["cv"],
-                            "selection": metrics["selection"], "exported": metrics["exported"],
-                            "calibration": {k: v for k, v in calibration.items() if k != "oof"},
-                            "seeds": seeds, "epochs": epochs, "epochs_reason": epochs_why,
-                            "test_reads": metrics["test_reads"], "metrics": card_summary(metrics)})
-    for run in presets:  # kept for 'search score' on other labelled folders (weights only)
-        save_model(out_dir / "baselines" / run.name, run.models, run.cfg, classes=classes, onnx=False,
-                   card={"data": info, "study": defn.name, "preset": run.name, "seeds": seeds, "epochs": run.epochs})
-    metrics["onnx"] = card["onnx"]
-    confusion_png(out_dir / "confusion.png", np.asarray(ensemble["confusion"], dtype=np.int64), classes,
-                   title=confusion_title(defn.name, trial.number, len(seeds), info))
-    if "calibration" in trust:
-        cal = trust["calibration"]["scored"]
-        reliability_png(out_dir / "reliability.png", cal["before"], cal["after"],
-                        title=f"{defn.name}: test set, temperature {calibration['temperature']:.2f} "
-                              f"(fitted on out-of-fold predictions)"
-                              + (" AT ITS BOUND: not calibrated" if at_bound(calibration["temperature"]) else "")
-                              + f"\n{info['note']}")
-    metrics["files"] = [f for f in _FILES if (out_dir / f).is_file() or f == "metrics.json"]
-    atomic.write_json(out_dir / "metrics.json", metrics)
+    # 3. Export the ensemble (fixed in step 1) and write the reports. The run's own best/ is written into a staging
+    # folder that replaces it only once every file is whole, so a crash or a full disk leaves the previous outputs
+    # as they were; a folder of the user's (export --to) gets each file atomically, its other files untouched.
+    stage = _staging(out_dir) if replace else out_dir
+    try:
+        stage.mkdir(parents=True, exist_ok=True)
+        runs = [best, *others]
+        card = save_model(stage, [m for r in runs for m in r.models], cfg, classes=classes,
+                          check_images=test["images"],
+                          member_trials=[r.cfg for r in runs for _ in r.models] if others else None,
+                          temperature=calibration["temperature"],
+                          weights=model_weights.tolist() if others else None,
+                          card={"data": info, "study": defn.name, "trial": trial.number, "cv": metrics["cv"],
+                                "selection": metrics["selection"], "exported": metrics["exported"],
+                                "calibration": {k: v for k, v in calibration.items() if k != "oof"},
+                                "seeds": seeds, "epochs": epochs, "epochs_reason": epochs_why,
+                                "test_reads": metrics["test_reads"], "metrics": card_summary(metrics)})
+        for run in presets:  # kept for 'search score' on other labelled folders (weights only)
+            save_model(stage / "baselines" / run.name, run.models, run.cfg, classes=classes, onnx=False,
+                       card={"data": info, "study": defn.name, "preset": run.name, "seeds": seeds,
+                             "epochs": run.epochs})
+        metrics["onnx"] = card["onnx"]
+        confusion_png(stage / "confusion.png", np.asarray(ensemble["confusion"], dtype=np.int64), classes,
+                       title=confusion_title(defn.name, trial.number, len(seeds), info))
+        if "calibration" in trust:
+            cal = trust["calibration"]["scored"]
+            reliability_png(stage / "reliability.png", cal["before"], cal["after"],
+                            title=f"{defn.name}: test set, temperature {calibration['temperature']:.2f} "
+                                  f"(fitted on out-of-fold predictions)"
+                                  + (" AT ITS BOUND: not calibrated" if at_bound(calibration["temperature"]) else "")
+                                  + f"\n{info['note']}")
+        metrics["files"] = [f for f in _FILES if (stage / f).is_file() or f == "metrics.json"]
+        atomic.write_json(stage / "metrics.json", metrics)
+    except OSError as exc:
+        if replace:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise SearchError(f"cannot write the final step's outputs next to {out_dir}: {exc.strerror or exc}"
+                          f"{' (the disk is full)' if exc.errno == errno.ENOSPC else ''}; the previous outputs in "
+                          f"{out_dir} are unchanged, the trials are saved, and the same command runs the final "
+                          "step again") from None
+    if replace:
+        _replace_folder(stage, out_dir)
+    complete_test_read(run_dir, test["read_id"])
     _log.info("final: wrote %s (%s)", out_dir, ", ".join(metrics["files"]))
     if test["reads"] > 1:
         _log.warning("final: the test labels of %s have now been read %d times (%s): scores of later reads are no "
                      "longer untouched by choices made after seeing earlier ones", defn.name, test["reads"],
                      run_dir / TEST_READS)
     return metrics
+
+
+def _staging(out_dir: Path) -> Path:
+    """An empty hidden folder beside ``out_dir`` for the outputs being written."""
+    stage = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(stage, ignore_errors=True)  # what a killed final step left
+    stage.mkdir(parents=True)
+    return stage
+
+
+def _replace_folder(stage: Path, out_dir: Path) -> None:
+    """``out_dir`` becomes ``stage``: two renames, so it is at every moment the old folder, the new one, or absent
+    (then the final step has not finished and runs again)."""
+    old = out_dir.parent / f".{out_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    stage.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _plan(defn: StudyDef, study: optuna.Study, selection: Selection, seeds: int) -> str:
@@ -290,6 +329,6 @@ def finalize(defn: StudyDef, study: optuna.Study, *, run_dir: Path, device: str,
                        ensemble=defn.final.ensemble)
     trial = selection.members[0]  # the winner, or the default configuration when the winner is not better
     return finalize_trial(defn, study, trial, out_dir=out_dir, run_dir=Path(run_dir), device=device,
-                          command=command, data=data, selection=selection)
+                          command=command, data=data, selection=selection, replace=True)
 
 

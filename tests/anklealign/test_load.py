@@ -87,6 +87,24 @@ def test_second_load_decodes_nothing(mini_tree: Path, cache_dir: Path, monkeypat
     assert anklealign.inspect(mini_tree, cache_dir=cache_dir).to_dict() == first.report.to_dict()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "other shape"])
+def test_a_damaged_image_cache_is_rebuilt_never_trusted(mini_tree: Path, cache_dir: Path, damage: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    first = anklealign.load(mini_tree, image_size=20, cache_dir=cache_dir)
+    [cached] = [p for p in cache_dir.rglob("*") if p.is_file() and p.suffix == ".pt"]
+    if damage == "truncated":
+        cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    else:  # right ids, wrong tensor: e.g. written by another version under the same key
+        blob = torch.load(cached, weights_only=True)
+        torch.save({**blob, "images": blob["images"][:, :, :10, :10].contiguous()}, cached)
+    with caplog.at_level("WARNING"):
+        again = anklealign.load(mini_tree, image_size=20, cache_dir=cache_dir)
+    assert torch.equal(first.train.images, again.train.images) and torch.equal(first.test.images, again.test.images)
+    assert any("ignoring" in r.getMessage() for r in caplog.records)
+    assert torch.equal(anklealign.load(mini_tree, image_size=20, cache_dir=cache_dir).train.images,
+                       first.train.images)  # and the rebuilt file is whole again
+
+
 def test_new_size_reuses_the_scan(mini_tree: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     anklealign.inspect(mini_tree, cache_dir=cache_dir)
     monkeypatch.setattr(anklealign.dataset, "scan", lambda *a, **k: pytest.fail("scanned twice"))
