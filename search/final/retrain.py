@@ -154,6 +154,9 @@ def retrain_presets(defn: StudyDef, study: optuna.Study, ctx: DataContext, *, se
         if runs:
             epochs, source = retrain_epochs(TrialRecord.of(runs[0]), objective=defn.study.objective,
                                             max_epochs=defn.training.max_epochs, number=runs[0].number)
+            recorded = TrialRecord.of(runs[0]).config
+            if recorded:  # exactly what ran in the study (a study made by an older version may differ)
+                cfg = TrialCfg.from_dict(recorded)
         else:
             epochs = defn.training.max_epochs
             source = (f"all {epochs} epochs of its recipe: its trial did not complete in the study, so it has "
