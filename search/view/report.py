@@ -271,7 +271,7 @@ def _test_section(metrics: dict[str, Any] | None, problem: str | None, study_nam
         if fig is not None:
             parts.append(_fig_html(fig))
         parts.append(_note("The exported model minus each baseline retrained the same way (the default configuration "
-                           "without search and every seed net) and minus random guessing with the training "
+                           "without search and the retrained seed nets) and minus random guessing with the training "
                            f"frequencies, in {gain.get('metric')}; {gain.get('interval', '')}. Green: the whole "
                            "interval is above 0."))
     parts.append(_trust_section(metrics, run_dir))
