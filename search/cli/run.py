@@ -93,6 +93,8 @@ def _already_done(session: Session, metrics_file: Path) -> None:
     except (OSError, ValueError):
         trial = None
     run_dir = session.run_dir
+    if not (run_dir / "report.html").is_file():  # a run killed while it wrote the report: write it now
+        write_report(session.study, run_dir, defn=session.defn)
     print(f"study {session.defn.name} already has {finished_count(session.study)} finished trials and its final "
           f"model (trial {trial}): nothing to do.\n  model and metrics: {run_dir / 'best'}\n  report: "
           f"{run_dir / 'report.html'}\nMore trials: --trials N with a larger N. The final step again (a second read "

@@ -120,3 +120,22 @@ def test_a_damaged_study_folder_is_one_clear_message(run_copy: Path, damage: str
     assert code == 2 and "Traceback" not in err
     errors = [line for line in err.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and str(target.name) in errors[0], err
+
+
+def test_a_run_killed_while_writing_its_report_gets_it_when_run_again(run_copy: Path, spawn,  # noqa: ANN001
+                                                                      data_cache: Path, small_twin: Path) -> None:
+    run_dir = run_copy / "anklealign"
+    (run_dir / "report.html").unlink()
+    args = ["run", "--data", str(small_twin), "--out", str(run_copy), "--set", "study.name=anklealign",
+            "--set", "training.max_epochs=2", "--set", "space.image_size=[32]", "--set", "cv.folds=2",
+            "--set", "final.seeds=1", "--set", "final.bootstrap=20", "--trials", "1", "--final-again", *SMALL]
+    env = {**os.environ, "ANKLEALIGN_CACHE": str(data_cache)}
+    killed = spawn([sys.executable, "-c", _KILL_AT.format(target=("search.cli.run", "write_report")), *args], env=env)
+    killed.proc.wait(timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr()[-2000:]
+    assert not (run_dir / "report.html").exists() and (run_dir / "best" / "metrics.json").is_file()
+    again = spawn([sys.executable, "-m", "search", *[a for a in args if a != "--final-again"]], env=env)
+    again.proc.wait(timeout=300)
+    assert again.returncode == 0, again.stderr()[-2000:]
+    assert "nothing to do" in again.stdout() and (run_dir / "report.html").is_file()
+    assert "</html>" in (run_dir / "report.html").read_text()  # whole
