@@ -45,3 +45,38 @@ def test_every_subcommand_has_a_description_an_example_and_help_for_every_option
         out = next((a for a in cmd._actions if "--out" in a.option_strings), None)
         if out is not None:
             assert out.dest == "out" and out.default == "runs", name
+
+
+def test_a_terminal_sees_the_running_trials_epoch_and_score(small_twin, data_cache, tmp_path) -> None:  # noqa: ANN001
+    """On a terminal (a pseudo-terminal here, 140 columns) the bar shows the running trial's epoch and score."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import sys
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a run whose stderr is a terminal; it never returns into pytest
+        try:
+            fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+            os.environ["ANKLEALIGN_CACHE"] = str(data_cache)
+            os.execv(sys.executable, [sys.executable, "-m", "search", "run", "--out", str(tmp_path), "--data",
+                                      str(small_twin), "--set", "training.max_epochs=3", "--set",
+                                      "space.image_size=[16]", "--set", "cv.folds=2", "--trials", "1", "--set",
+                                      'study.enqueue_presets=["net0"]', "--no-final"])
+        finally:
+            os._exit(127)
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert "trial 0 epoch 1/3 macro_f1" in text and "\r" in text  # the bar, redrawn in place
