@@ -128,13 +128,15 @@ def test_a_run_killed_while_writing_its_report_gets_it_when_run_again(run_copy: 
     (run_dir / "report.html").unlink()
     args = ["run", "--data", str(small_twin), "--out", str(run_copy), "--set", "study.name=anklealign",
             "--set", "training.max_epochs=2", "--set", "space.image_size=[32]", "--set", "cv.folds=2",
-            "--set", "final.seeds=1", "--set", "final.bootstrap=20", "--trials", "1", "--final-again", *SMALL]
+            "--set", "final.seeds=1", "--set", "final.bootstrap=20", "--trials", "1", *SMALL]
     env = {**os.environ, "ANKLEALIGN_CACHE": str(data_cache)}
-    killed = spawn([sys.executable, "-c", _KILL_AT.format(target=("search.cli.run", "write_report")), *args], env=env)
+    # --no-final: the finished run goes straight to its report, where the kill lands
+    killed = spawn([sys.executable, "-c", _KILL_AT.format(target=("search.cli.run", "write_report")), *args,
+                    "--no-final"], env=env)
     killed.proc.wait(timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr()[-2000:]
     assert not (run_dir / "report.html").exists() and (run_dir / "best" / "metrics.json").is_file()
-    again = spawn([sys.executable, "-m", "search", *[a for a in args if a != "--final-again"]], env=env)
+    again = spawn([sys.executable, "-m", "search", *args], env=env)
     again.proc.wait(timeout=300)
     assert again.returncode == 0, again.stderr()[-2000:]
     assert "nothing to do" in again.stdout() and (run_dir / "report.html").is_file()

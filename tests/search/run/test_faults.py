@@ -185,61 +185,81 @@ def test_four_workers_no_duplicates_no_losses(tmp_path: Path, small_twin: Path, 
             pass
 
 
-@pytest.mark.postgres
-def test_workers_wait_out_a_database_outage(server_study: tuple[str, str], tmp_path: Path, small_twin: Path,
-                                            data_cache: Path, spawn) -> None:  # noqa: ANN001
-    """Two workers reach the database through a proxy; after a few trials the proxy refuses and cuts every
-    connection for 20 s, as a server restart does. Both wait it out and finish the study: every trial number
-    once, no trial left RUNNING, the finished count reached."""
-    from sqlalchemy.engine import make_url
-
+def _proxy_class() -> type:
     sys.path.insert(0, str(ROOT / "tests"))
     try:
         from outage_proxy import OutageProxy
     finally:
         sys.path.remove(str(ROOT / "tests"))
-    url, name = server_study
-    parsed = make_url(url)
-    proxy = OutageProxy(parsed.port)
-    via_proxy = parsed.set(port=proxy.port).render_as_string(hide_password=False)
-    n = 10
+    return OutageProxy
+
+
+@pytest.mark.postgres
+@pytest.mark.mysql
+def test_workers_wait_out_a_database_outage(tmp_path: Path, small_twin: Path, data_cache: Path, require_or_skip,
+                                            spawn) -> None:  # noqa: ANN001
+    """On PostgreSQL and on MariaDB at once, two workers each reach the database through a proxy; after a few
+    trials both proxies refuse and cut every connection for 20 s, as a server restart does. Every worker waits
+    it out and the studies finish: every trial number once, no trial left RUNNING, the finished count reached."""
+    from sqlalchemy.engine import make_url
+
     outage = ["--set", "storage.outage_timeout=120"]
-    workers = [_worker(spawn, via_proxy, name, tmp_path, small_twin, data_cache, n, epochs=3, extra=outage,
-                       slow_epoch_s=0.3) for _ in range(2)]
-    deadline = time.monotonic() + 240
+    n, setups = 10, []
     try:
-        while time.monotonic() < deadline:  # a few trials done, others running: then the outage
-            try:
-                trials = _trials(url, name)
-            except (KeyError, SQLAlchemyError):
-                trials = []
-            if sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and any(
-                    t.state == TrialState.RUNNING for t in trials):
+        for server, url in SERVERS.items():
+            _require_reachable(url, require_or_skip)
+            name, parsed = f"test-outage-{server}-{uuid.uuid4().hex[:8]}", make_url(url)
+            proxy = _proxy_class()(parsed.port)
+            (tmp_path / server).mkdir()
+            via = parsed.set(port=proxy.port).render_as_string(hide_password=False)
+            workers = [_worker(spawn, via, name, tmp_path / server, small_twin, data_cache, n, epochs=3,
+                               extra=outage, slow_epoch_s=0.3) for _ in range(2)]
+            setups.append((url, name, proxy, workers))
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # a few trials done and others running on both: then the outage
+            ready = 0
+            for url, name, _, workers in setups:
+                try:
+                    trials = _trials(url, name)
+                except (KeyError, SQLAlchemyError):
+                    trials = []
+                ready += (sum(t.state == TrialState.COMPLETE for t in trials) >= 2
+                          and any(t.state == TrialState.RUNNING for t in trials))
+                assert all(w.poll() is None for w in workers), [w.stderr()[-2000:] for w in workers]
+            if ready == len(setups):
                 break
-            assert all(w.poll() is None for w in workers), [w.stderr()[-2000:] for w in workers]
             time.sleep(0.2)
         else:
             pytest.fail("the workers never got going")
-        proxy.cut()
+        for _, _, proxy, _ in setups:
+            proxy.cut()
         time.sleep(20)
-        assert all(w.poll() is None for w in workers), [w.stderr()[-2000:] for w in workers]  # still waiting
-        proxy.restore()
-        for w in workers:
-            w.communicate(timeout=300)
+        for _, _, proxy, workers in setups:
+            assert all(w.poll() is None for w in workers), [w.stderr()[-2000:] for w in workers]  # still waiting
+            proxy.restore()
+        for _, _, _, workers in setups:
+            for w in workers:
+                w.communicate(timeout=300)
+        for url, name, _, workers in setups:
+            for w in workers:
+                assert w.returncode == 0, w.stderr()[-3000:]
+                assert "Traceback" not in w.stderr()
+            lost = [w for w in workers if "connection lost" in w.stderr()]
+            assert lost and all("connection back after" in w.stderr() for w in lost), url
+            trials = _trials(url, name)
+            numbers = [t.number for t in trials]
+            assert len(numbers) == len(set(numbers)), url
+            assert not [t for t in trials if t.state == TrialState.RUNNING], url
+            assert finished_count(optuna.load_study(study_name=name, storage=url)) >= n, url
+            assert not [t for t in trials if t.state == TrialState.FAIL and "heartbeat" in str(t.user_attrs)], \
+                f"{url}: a live worker's trial was failed as stale after the outage"
     finally:
-        proxy.close()
-    for w in workers:
-        assert w.returncode == 0, w.stderr()[-3000:]
-        assert "Traceback" not in w.stderr()
-    lost = [w for w in workers if "connection lost" in w.stderr()]
-    assert lost and all("connection back after" in w.stderr() for w in lost)
-    trials = _trials(url, name)
-    numbers = [t.number for t in trials]
-    assert len(numbers) == len(set(numbers))
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert finished_count(optuna.load_study(study_name=name, storage=url)) >= n
-    assert not [t for t in trials if t.state == TrialState.FAIL and "heartbeat" in str(t.user_attrs)], \
-        "a live worker's trial was failed as stale after the outage"
+        for url, name, proxy, _ in setups:
+            proxy.close()
+            try:
+                optuna.delete_study(study_name=name, storage=url)
+            except (KeyError, SQLAlchemyError):
+                pass
 
 
 @pytest.mark.parametrize("server_study", ["postgres"], indirect=True)  # the rule is the same on MariaDB
@@ -248,14 +268,9 @@ def test_a_worker_gives_up_after_the_outage_timeout_with_exit_code_3(server_stud
                                                                       data_cache: Path, spawn) -> None:  # noqa: ANN001
     from sqlalchemy.engine import make_url
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        from outage_proxy import OutageProxy
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
     url, name = server_study
     parsed = make_url(url)
-    proxy = OutageProxy(parsed.port)
+    proxy = _proxy_class()(parsed.port)
     via_proxy = parsed.set(port=proxy.port).render_as_string(hide_password=False)
     worker = _worker(spawn, via_proxy, name, tmp_path, small_twin, data_cache, 50, epochs=3,
                      extra=["--set", "storage.outage_timeout=5"], slow_epoch_s=0.3)
