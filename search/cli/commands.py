@@ -96,8 +96,6 @@ def publish_final(study: optuna.Study, run_dir: Path, metrics: dict[str, Any]) -
 
 def _toml_block(study: optuna.Study, name: str) -> str:
     """The exported (else the best) trial's settings as a ``[space]`` table to paste into a study file."""
-    import tomli_w
-
     from space import TrialCfg
     from space.projection import space_of
 
@@ -115,7 +113,7 @@ def _toml_block(study: optuna.Study, name: str) -> str:
     return (f"# trial {number} of study {name}, {how}: [space] fixed to its settings.\n"
             f"# Per-block widths {widths}; head {list(cfg.model.head_hidden)}: the space holds one width list for all "
             "blocks,\n# so a search in it still chooses which of these widths each block gets.\n"
-            + tomli_w.dumps({"space": space_of(cfg)}))
+            + "[space]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in space_of(cfg).items()))
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
@@ -201,7 +199,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"study {m['study']}: models trained on {trained}; scored on {data['folder']} "
           f"({data['images']} images: {counts}; {len(data['skipped'])} undecodable left out)")
     print(f"exported: {m.get('exported') or 'the ensemble of best/'}")
-    print("mean [95 % bootstrap interval over the images]; ± = std over seeds; this folder is not a test-set read\n")
+    copies = data.get("test_copies") or 0
+    read = (f"{copies} of these images are the study's test images: this was a logged read of its test labels"
+            if copies else "this folder is not a test-set read")
+    print(f"mean [95 % bootstrap interval over the images]; ± = std over seeds; {read}\n")
     print("\n".join([*metric_rows(m), "", *gain_lines(m), "", *trust_lines(m)]))
     return 0
 
