@@ -144,23 +144,24 @@ def retrain_presets(defn: StudyDef, study: optuna.Study, ctx: DataContext, *, se
     names, skipped = reference_plan(defn, study)
     trained = []
     for name in names:
-        cfg, moved = preset_trial(name, space, defn.training.max_epochs, num_classes=num_classes,
-                                  traits=ctx.default_traits())
-        if moved:
-            _log.info("final: preset %s moved into the study's space: %s", name, ", ".join(moved))
         runs = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                        if TrialRecord.of(t).preset == name),
                       key=lambda t: -(t.value if t.value is not None else float("-inf")))
         if runs:
             epochs, source = retrain_epochs(TrialRecord.of(runs[0]), objective=defn.study.objective,
                                             max_epochs=defn.training.max_epochs, number=runs[0].number)
-            recorded = TrialRecord.of(runs[0]).config
-            if recorded:  # exactly what ran in the study (a study made by an older version may differ)
-                cfg = TrialCfg.from_dict(recorded)
         else:
             epochs = defn.training.max_epochs
             source = (f"all {epochs} epochs of its recipe: its trial did not complete in the study, so it has "
                       "no scored epoch")
+        recorded = TrialRecord.of(runs[0]).config if runs else None
+        if recorded:  # exactly what ran in the study (a study made by an older version may differ)
+            cfg = TrialCfg.from_dict(recorded)
+        else:  # built as enqueueing built it
+            cfg, moved = preset_trial(name, space, defn.training.max_epochs, num_classes=num_classes,
+                                      traits=ctx.default_traits())
+            if moved:
+                _log.info("final: preset %s moved into the study's space: %s", name, ", ".join(moved))
         if reuse is not None and reuse.cfg == cfg and reuse.epochs == epochs:
             _log.info("final: %s: the exported trial's %d seeds, same recipe and epochs: not trained again", name,
                       len(reuse.models))

@@ -80,9 +80,9 @@ class PatientStorage:
         value = getattr(self._inner, name)
         if name.startswith("__") or not callable(value):
             return value
-        return lambda *args, **kwargs: self._call(name, value, args, kwargs)
+        return lambda *args, **kwargs: self._call(value, args, kwargs)
 
-    def _call(self, name: str, method: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    def _call(self, method: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         pause = 0.5
         while True:
             try:
@@ -127,7 +127,7 @@ class PatientStorage:
     # thread's next call says why the process ends.
     def record_heartbeat(self, trial_id: int) -> None:
         try:
-            self._call("record_heartbeat", self._inner.record_heartbeat, (trial_id,), {})
+            self._call(self._inner.record_heartbeat, (trial_id,), {})
         except StorageOutage:
             pass
 
