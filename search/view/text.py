@@ -194,7 +194,9 @@ def chosen_sentence(m: dict[str, Any]) -> str:
     sel = m.get("selection") or {}
     vs = sel.get("versus_default") or {}
     trial, others = m.get("trial"), vs.get("candidates")
-    if vs.get("kept") == "default":
+    if vs.get("kept") == "default" and vs.get("winner_trial") == vs.get("default_trial"):
+        text = f"trial {trial}, the default configuration: it has the best cross-validated value of {others + 1} trials"
+    elif vs.get("kept") == "default":
         text = (f"trial {trial}, the default configuration: no trial beat it out of fold by more than the best of "
                 f"{others} trials of equal skill would by chance (best {vs['difference']:+.3f}, p = "
                 f"{vs['p_value']:.2f})")
